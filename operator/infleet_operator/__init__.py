@@ -1,0 +1,1 @@
+"""infleet control plane: kopf operator, CRD rendering, autoscaling policies."""

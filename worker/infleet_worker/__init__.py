@@ -1,0 +1,1 @@
+"""infleet data plane: Triton-compatible worker. Knows nothing of Kubernetes."""
