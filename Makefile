@@ -1,0 +1,58 @@
+# infleet — `make demo` runs a local fleet, `make test` passes the tests.
+# Both install what they need (idempotent); heavy artefacts live in $(CACHE).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CACHE ?= $(HOME)/.cache/infleet
+VENV ?= $(CACHE)/venv
+PY := $(VENV)/bin/python
+export INFLEET_CACHE := $(CACHE)
+export INFLEET_VENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+export PYTHONPATH := $(CURDIR)/e2e:$(CURDIR)/bench
+PYTEST_ARGS ?=
+
+.PHONY: all bootstrap k8s-bins test unit e2e lint crds crds-check demo cluster-up cluster-down bench clean
+
+all: test
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+## Kubernetes control plane binaries built from Go modules, cached by version.
+k8s-bins: bootstrap
+	@$(PY) -m kube_harness.build
+
+lint: bootstrap
+	$(PY) -m ruff check operator worker tests e2e bench
+	$(PY) -m ruff format --check operator worker tests e2e bench
+	$(PY) -m mypy
+
+crds: bootstrap
+	$(PY) -m infleet_operator.cli crd --out crds/
+
+crds-check: bootstrap
+	$(PY) -m infleet_operator.cli crd --check crds/
+
+unit: bootstrap
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+e2e: k8s-bins
+	$(PY) -m pytest e2e $(PYTEST_ARGS)
+
+test: bootstrap k8s-bins lint crds-check
+	$(PY) -m pytest tests e2e $(PYTEST_ARGS)
+
+demo: bootstrap
+	$(PY) -m infleet_operator.cli dev demo
+
+cluster-up: k8s-bins
+	$(PY) -m kube_harness.cli up
+
+cluster-down: bootstrap
+	$(PY) -m kube_harness.cli down
+
+bench: bootstrap
+	@echo "see bench/README.md: each bench/*.py prints its own figures"
+
+clean:
+	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Idempotent set-up shared by `make test` and `make demo`:
+#   - Debian packages the tests use for real (redis-server, iproute2)
+#   - one virtualenv outside the repo (torch is several GB; never re-download it per clone)
+#   - this checkout installed editable into it (cheap; re-pointed when the clone moves)
+set -euo pipefail
+
+CACHE="${INFLEET_CACHE:-$HOME/.cache/infleet}"
+VENV="${INFLEET_VENV:-$CACHE/venv}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+mkdir -p "$CACHE"
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+if ((${#need_apt[@]})); then
+  log "apt-get install ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Debian starts the packaged service; tests run their own servers on free ports.
+  $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtualenv $VENV"
+  python3 -m venv "$VENV"
+fi
+
+deps_hash="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+stamp="$VENV/.deps-$deps_hash"
+if [ ! -f "$stamp" ]; then
+  log "installing dependencies (torch is large: first run takes minutes)"
+  "$VENV/bin/pip" install -q --upgrade pip "setuptools>=69" wheel
+  "$VENV/bin/pip" install -q -e "$ROOT[dev]"
+  rm -f "$VENV"/.deps-* && touch "$stamp"
+fi
+
+# Re-point the editable install when this checkout is not the one installed.
+installed="$("$VENV/bin/python" -c 'import infleet_worker, os; print(os.path.dirname(os.path.dirname(os.path.dirname(infleet_worker.__file__))))' 2>/dev/null || true)"
+if [ "$installed" != "$ROOT" ]; then
+  log "installing this checkout ($ROOT) editable"
+  "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT"
+fi

@@ -1,0 +1,1 @@
+"""Shared Redis output / embedding cache."""

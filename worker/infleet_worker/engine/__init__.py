@@ -1,0 +1,1 @@
+"""The torch engine: loads a model and runs batches on it."""
