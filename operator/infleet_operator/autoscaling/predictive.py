@@ -1,0 +1,123 @@
+"""Predictive policy: provision for the arrival rate one pod-start ahead.
+
+replicas = (forecast rate at now + lead  +  backlog / drain horizon)
+           / (capacity per replica x target utilisation)
+
+- lead = pod start-to-Ready time: a replica asked for now serves from then on.
+- capacity per replica starts at a prior and learns from ticks where the fleet
+  is saturated (a backlog per ready replica), where completions per ready
+  replica are the throughput a replica really reaches with full batches.
+- up and down use different headroom (a dead band), scale-up is immediate,
+  scale-down waits until the lower target has held for a window and then
+  steps down by bounded amounts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from infleet_operator.autoscaling.forecast import ForecastConfig, HoltForecaster
+from infleet_operator.autoscaling.observations import Bounds, Decision, Observation, bounded, hold
+from infleet_operator.autoscaling.policy import bounds_from, build_config
+
+
+@dataclass(frozen=True)
+class PredictiveConfig:
+    target_utilization: float = 0.7  # share of saturated throughput to plan for
+    lead_s: float = 120.0  # pod start-to-Ready time; the operator passes the measured one
+    capacity_per_replica: float = 40.0  # prior: req/s one replica finishes when saturated
+    learn_capacity: bool = True
+    saturation_queue_per_replica: float = 8.0  # backlog per ready replica that means "saturated"
+    capacity_alpha: float = 0.05
+    drain_horizon_s: float = 60.0
+    normal_queue_per_replica: float = 4.0  # queue that batching keeps anyway; not backlog
+    headroom_up: float = 0.15  # extra on the way up (covers forecast error over the lead)
+    headroom_down: float = 0.0  # on the way down: the dead band is headroom_up - headroom_down
+    down_window_s: float = 120.0  # lower target must hold this long before scaling down
+    down_step_fraction: float = 0.2  # at most this share of replicas removed per step
+    down_step_interval_s: float = 30.0
+    level_tau_s: float = 20.0
+    trend_tau_s: float = 120.0
+    damping_tau_s: float = 600.0
+    season_period_s: float = 86400.0
+
+
+class PredictivePolicy:
+    name = "predictive"
+
+    def __init__(self, config: PredictiveConfig, bounds: Bounds) -> None:
+        if not 0 < config.target_utilization <= 1.5:
+            raise ValueError("predictive target_utilization must be in (0, 1.5]")
+        self.config, self.bounds = config, bounds
+        fc = {f.name for f in fields(ForecastConfig)}
+        self.forecaster = HoltForecaster(
+            ForecastConfig(**{k: v for k, v in vars(config).items() if k in fc})
+        )
+        self.capacity = config.capacity_per_replica
+        self._down: deque[tuple[float, int]] = deque()  # (time, scale-down candidate)
+        self._last_down_step = -math.inf
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> PredictivePolicy:
+        return cls(build_config(PredictiveConfig, params, "target_utilization"), bounds_from(params))
+
+    def decide(self, obs: Observation) -> Decision:
+        if not obs.has_data:
+            self._down.clear()  # a gap restarts the scale-down hold
+            return hold(obs, self.bounds, "metrics missing")
+        c = self.config
+        assert obs.arrival_rate is not None and obs.queue_depth is not None
+        self.forecaster.update(obs.time, obs.arrival_rate)
+        self._learn_capacity(obs)
+        level = self.forecaster.level or 0.0
+        rate = max(self.forecaster.forecast(c.lead_s), level)
+        backlog = max(0.0, obs.queue_depth - c.normal_queue_per_replica * obs.ready_replicas)
+        load = rate + backlog / c.drain_horizon_s
+        per_replica = self.capacity * c.target_utilization
+        need_up = math.ceil(load * (1 + c.headroom_up) / per_replica - 1e-9)
+        need_down = math.ceil(load * (1 + c.headroom_down) / per_replica - 1e-9)
+        current = obs.current_replicas
+        why = (
+            f"forecast {rate:.1f} req/s in {c.lead_s:.0f}s (now {level:.1f})"
+            f" + backlog {backlog:.0f}/{c.drain_horizon_s:.0f}s"
+            f" over {per_replica:.1f} req/s/replica"
+        )
+        if need_up > current:
+            self._down.clear()
+            return bounded(need_up, self.bounds, f"{why} -> up to {need_up}", rate)
+        want, note = self._scale_down(obs.time, need_down, current)
+        return bounded(want, self.bounds, f"{why} -> {note}", rate)
+
+    def _scale_down(self, now: float, need: int, current: int) -> tuple[int, str]:
+        c = self.config
+        if need >= current:
+            self._down.clear()
+            return current, f"hold at {current} (within dead band)"
+        self._down.append((now, need))
+        while self._down and self._down[0][0] < now - c.down_window_s:
+            self._down.popleft()
+        held = now - self._down[0][0]
+        if held < c.down_window_s - 1e-9:
+            return current, f"hold at {current}: {need} for {held:.0f}s of {c.down_window_s:.0f}s"
+        if now - self._last_down_step < c.down_step_interval_s - 1e-9:
+            return current, f"hold at {current}: next down step not due"
+        target = max(n for _, n in self._down)
+        step = max(1, math.floor(current * c.down_step_fraction))
+        self._last_down_step = now
+        want = max(target, current - step)
+        return want, f"down to {want} (target {target} held {c.down_window_s:.0f}s)"
+
+    def _learn_capacity(self, obs: Observation) -> None:
+        c = self.config
+        ready = obs.ready_replicas
+        if not c.learn_capacity or ready <= 0 or obs.completion_rate is None:
+            return
+        if (obs.queue_depth or 0.0) < c.saturation_queue_per_replica * ready:
+            return
+        sample = obs.completion_rate / ready
+        lo, hi = 0.25 * c.capacity_per_replica, 4.0 * c.capacity_per_replica
+        self.capacity = min(max(self.capacity + c.capacity_alpha * (sample - self.capacity), lo), hi)
