@@ -12,12 +12,13 @@ API server, side by side so they cannot drift apart unnoticed.
 
 from __future__ import annotations
 
+import itertools
 import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 # Triton/KServe datatypes the worker speaks.
@@ -51,9 +52,13 @@ REDIS_URL_PATTERN = r"^rediss?://[^\s]+$"
 REDIS_URL_ENV = "INFLEET_REDIS_URL"
 
 
-def cel(*rules: dict[str, str]) -> ConfigDict:
+CelRule = dict[str, str]
+
+
+def cel(*rules: CelRule) -> ConfigDict:
     """Model config carrying CEL rules for the CRD schema (merged with the parent's config)."""
-    return ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
+    validations: list[JsonValue] = [dict(rule) for rule in rules]
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": validations})
 
 
 class Spec(BaseModel):
@@ -196,11 +201,9 @@ class EngineSpec(Spec):
         buckets = self.batch_buckets
         if any(b < 1 for b in buckets):
             raise ValueError("batchBuckets entries must be >= 1")
-        if any(a >= b for a, b in zip(buckets, buckets[1:], strict=False)):
+        if any(a >= b for a, b in itertools.pairwise(buckets)):
             raise ValueError("batchBuckets must be strictly ascending")
         return self
-
-
 
 
 class BatchingSpec(Spec):
@@ -248,7 +251,6 @@ class BatchingSpec(Spec):
         return self
 
 
-
 class CacheMode(StrEnum):
     OFF = "off"
     OUTPUT = "output"
@@ -290,7 +292,6 @@ class RedisSpec(Spec):
         return self
 
 
-
 class CacheSpec(Spec):
     """Shared Redis output / embedding cache."""
 
@@ -319,14 +320,9 @@ class CacheSpec(Spec):
 
     @model_validator(mode="after")
     def _needs_redis(self) -> CacheSpec:
-        if (
-            self.mode != CacheMode.OFF
-            and self.redis.url is None
-            and self.redis.secret_ref is None
-        ):
+        if self.mode != CacheMode.OFF and self.redis.url is None and self.redis.secret_ref is None:
             raise ValueError("cache.mode is not off: set cache.redis.url or cache.redis.secretRef")
         return self
-
 
 
 class LogFormat(StrEnum):
@@ -387,7 +383,7 @@ def check_engine_vs_batching(engine: EngineSpec, batching: BatchingSpec) -> None
 
 
 # The same two rules for the API server, attached at the level that holds both fields.
-ENGINE_VS_BATCHING_CEL = [
+ENGINE_VS_BATCHING_CEL: list[CelRule] = [
     {
         "rule": "self.engine.microBatches <= self.batching.maxBatchSize",
         "message": "engine.microBatches must be <= batching.maxBatchSize",

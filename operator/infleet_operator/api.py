@@ -1,0 +1,271 @@
+"""The ``InferenceDeployment`` API (``infleet.dev/v1alpha1``) as pydantic models.
+
+These models are the single source of truth: ``infleet crd`` renders them into
+the CRD's structural schema, the operator parses objects with them, and tests
+check examples against them. Data-plane sections (model, engine, batching,
+cache) come from :mod:`infleet_worker.config` so the worker reads exactly what
+the user wrote.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
+
+from infleet_worker.config import (
+    ENGINE_VS_BATCHING_CEL,
+    BatchingSpec,
+    CacheSpec,
+    EngineSpec,
+    ModelSpec,
+    Spec,
+    cel,
+    check_engine_vs_batching,
+    gpus_per_pod,
+)
+
+GROUP = "infleet.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "InferenceDeployment"
+PLURAL = "inferencedeployments"
+SINGULAR = "inferencedeployment"
+SHORT_NAMES = ["infd", "idep"]
+
+DEFAULT_IMAGE = "ghcr.io/infleet/infleet-worker:0.1.0"
+QUANTITY_PATTERN = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
+
+
+def _preserve(description: str) -> dict[str, Any]:
+    """Schema for an embedded Kubernetes object we pass through unchanged."""
+    return {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": description,
+    }
+
+
+class ResourceRequirements(Spec):
+    """Container resources of each worker (GPUs are added from engine.pipelineParallel)."""
+
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, description="e.g. {cpu: '4', memory: 16Gi}"
+    )
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class Toleration(Spec):
+    key: str | None = Field(default=None, max_length=316)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0)
+
+
+class PolicyName(StrEnum):
+    PREDICTIVE = "predictive"
+    HPA = "hpa"
+    KPA = "kpa"
+
+
+class PredictiveSpec(Spec):
+    enabled: bool = Field(default=True, description="Forecast load one pod start-time ahead.")
+    horizon_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=3600,
+        description="Forecast lead; unset = the pod start-to-Ready time the operator measured.",
+    )
+
+
+class MetricsSourceSpec(Spec):
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        max_length=2048,
+        description="Query this Prometheus instead of scraping worker pods directly.",
+    )
+    scrape_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+
+class AutoscalingSpec(Spec):
+    """Scale the workers from their queue-depth metrics (the operator owns replicas then)."""
+
+    model_config = cel(
+        {
+            "rule": "self.minReplicas <= self.maxReplicas",
+            "message": "minReplicas must be <= maxReplicas",
+            "fieldPath": ".minReplicas",
+        }
+    )
+
+    enabled: bool = False
+    policy: PolicyName = Field(
+        default=PolicyName.PREDICTIVE,
+        description="predictive (ours), hpa (Kubernetes HPA v2 rules) or kpa (Knative).",
+    )
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(default=10, ge=1, le=1000)
+    target_queue_depth_per_replica: float = Field(
+        default=8.0,
+        gt=0,
+        le=100_000,
+        description="Queued plus in-flight requests each replica should carry.",
+    )
+    predictive: PredictiveSpec = Field(default_factory=PredictiveSpec)
+    interval_seconds: int = Field(default=15, ge=1, le=600, description="Decision period.")
+    scale_up_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
+    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
+    metrics: MetricsSourceSpec = Field(default_factory=MetricsSourceSpec)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"autoscaling.minReplicas ({self.min_replicas}) must be <= "
+                f"autoscaling.maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class InferenceDeploymentSpec(Spec):
+    """What the user wants: a model served by a fleet of workers."""
+
+    model_config = cel(*ENGINE_VS_BATCHING_CEL)
+
+    model: ModelSpec
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Worker count when autoscaling is off (also `kubectl scale`).",
+    )
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    image: str = Field(default=DEFAULT_IMAGE, min_length=1, max_length=512)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    affinity: dict[str, Any] | None = Field(
+        default=None, json_schema_extra=_preserve("Pod affinity, as in a PodSpec.")
+    )
+    priority_class_name: str | None = Field(default=None, max_length=253)
+    service_account_name: str | None = Field(default=None, max_length=253)
+    env: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=128,
+        json_schema_extra={
+            "items": _preserve("An EnvVar, as in a container spec."),
+            "description": "Extra environment variables for the workers.",
+        },
+    )
+    volumes: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={
+            "items": _preserve("A Volume, as in a PodSpec (PVC, ConfigMap, ...)."),
+            "description": "Volumes for the worker pods, e.g. a PVC holding file:// models.",
+        },
+    )
+    volume_mounts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={
+            "items": _preserve("A VolumeMount, as in a container spec."),
+            "description": "Where the volumes appear in the worker container.",
+        },
+    )
+    termination_grace_period_seconds: int = Field(
+        default=60, ge=1, le=3600, description="Time a worker gets to drain on scale-down."
+    )
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> InferenceDeploymentSpec:
+        check_engine_vs_batching(self.engine, self.batching)
+        mounted = {m.get("name") for m in self.volume_mounts}
+        declared = {v.get("name") for v in self.volumes}
+        missing = sorted(str(n) for n in mounted - declared)
+        if missing:
+            raise ValueError(f"volumeMounts name volumes that are not declared: {missing}")
+        return self
+
+    @property
+    def gpus_per_pod(self) -> int:
+        return gpus_per_pod(self.engine)
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(Spec):
+    type: str
+    status: ConditionStatus
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class ScaleEvent(Spec):
+    time: str
+    from_replicas: int
+    to_replicas: int
+    reason: str
+
+
+class AutoscalerStatus(Spec):
+    policy: str | None = None
+    last_decision: str | None = None
+    reason: str | None = None
+    desired_replicas: int | None = None
+    forecast: float | None = Field(default=None, description="Forecast arrival rate (req/s).")
+    observed_arrival_rate: float | None = None
+    queue_depth: float | None = None
+    lead_seconds: float | None = Field(
+        default=None, description="Forecast horizon in use (measured pod start-to-Ready)."
+    )
+    last_scale_time: str | None = None
+    history: list[ScaleEvent] = Field(default_factory=list, max_length=20)
+
+
+class Endpoint(Spec):
+    http: str | None = None
+    grpc: str | None = None
+    grpc_headless: str | None = None
+    metrics: str | None = None
+
+
+class InferenceDeploymentStatus(Spec):
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    replicas: int = 0
+    ready_replicas: int = 0
+    desired_replicas: int | None = None
+    selector: str | None = Field(default=None, description="Label selector (scale subresource).")
+    endpoint: Endpoint | None = None
+    gpus_per_pod: int | None = None
+    pod_start_seconds: float | None = Field(
+        default=None, description="Measured pod create-to-Ready time (autoscaler lead)."
+    )
+    autoscaler: AutoscalerStatus | None = None
+
+
+class InferenceDeployment(Spec):
+    """A whole object, as read from the API server or a manifest."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["infleet.dev/v1alpha1"] = "infleet.dev/v1alpha1"
+    kind: Literal["InferenceDeployment"] = "InferenceDeployment"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: InferenceDeploymentSpec
+    status: InferenceDeploymentStatus | None = None
