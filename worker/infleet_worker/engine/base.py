@@ -21,6 +21,8 @@ class TensorInfo:
     name: str
     datatype: Datatype
     shape: tuple[int, ...]
+    # The client may leave this input out; the model fills in a default.
+    optional: bool = False
 
 
 class EngineError(RuntimeError):

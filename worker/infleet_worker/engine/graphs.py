@@ -1,0 +1,88 @@
+"""CUDA graphs: one captured graph per padded input shape, with static buffers.
+
+Capture happens at start-up (warm-up), largest bucket first so every graph shares one
+memory pool. A graph owns static device inputs/outputs plus pinned host staging buffers
+of the same shapes, so a replay allocates nothing: host rows are copied into the pinned
+input buffer, sent with non_blocking H2D copies, the graph replays, and outputs come
+back through the pinned output buffer with non_blocking D2H copies and one sync.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Forward = Callable[..., tuple[torch.Tensor, ...]]
+ShapeKey = tuple[tuple[int, ...], ...]
+
+
+def shape_key(tensors: tuple[torch.Tensor, ...]) -> ShapeKey:
+    return tuple(tuple(t.shape) for t in tensors)
+
+
+@dataclass
+class CapturedGraph:
+    graph: torch.cuda.CUDAGraph
+    static_inputs: tuple[torch.Tensor, ...]
+    static_outputs: tuple[torch.Tensor, ...]
+    host_inputs: tuple[torch.Tensor, ...]
+    host_outputs: tuple[torch.Tensor, ...]
+
+    def replay(self, inputs: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Tensor, ...]:
+        """Run ``n`` real rows (the rest of the bucket is padding) on the current stream."""
+        for host, static, x in zip(self.host_inputs, self.static_inputs, inputs, strict=True):
+            host[:n].copy_(x)
+            static[:n].copy_(host[:n], non_blocking=True)
+        self.graph.replay()
+        for host, static in zip(self.host_outputs, self.static_outputs, strict=True):
+            host[:n].copy_(static[:n], non_blocking=True)
+        torch.cuda.current_stream().synchronize()
+        # The pinned buffers are reused by the next batch: hand the caller its own copy.
+        return tuple(h[:n].clone() for h in self.host_outputs)
+
+
+class GraphCache:
+    """Captured graphs keyed by their padded input shapes."""
+
+    def __init__(self, forward: Forward, device: torch.device) -> None:
+        self.forward = forward
+        self.device = device
+        self.graphs: dict[ShapeKey, CapturedGraph] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+
+    def get(self, key: ShapeKey) -> CapturedGraph | None:
+        return self.graphs.get(key)
+
+    def capture_graph(self, example: tuple[torch.Tensor, ...]) -> CapturedGraph:
+        """Capture ``forward`` for the shapes of ``example`` (CPU tensors)."""
+        key = shape_key(example)
+        if key in self.graphs:
+            return self.graphs[key]
+        static_inputs = tuple(x.to(self.device) for x in example)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up iterations off the capture (lazy inits)
+            for _ in range(2):
+                self.forward(*static_inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):  # captures on its own side stream
+            static_outputs = self.forward(*static_inputs)
+        torch.cuda.synchronize(self.device)
+        captured = CapturedGraph(
+            graph=graph,
+            static_inputs=static_inputs,
+            static_outputs=static_outputs,
+            host_inputs=tuple(torch.empty_like(x, device="cpu").pin_memory() for x in example),
+            host_outputs=tuple(
+                torch.empty(o.shape, dtype=o.dtype).pin_memory() for o in static_outputs
+            ),
+        )
+        self.graphs[key] = captured
+        log.info("captured CUDA graph for input shapes %s", key)
+        return captured
