@@ -79,6 +79,13 @@ class PredictiveSpec(Spec):
         le=3600,
         description="Forecast lead; unset = the pod start-to-Ready time the operator measured.",
     )
+    capacity_per_replica: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="Prior for requests/s one saturated replica serves; learned from traffic "
+        "when unset.",
+    )
 
 
 class MetricsSourceSpec(Spec):

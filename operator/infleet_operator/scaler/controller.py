@@ -1,0 +1,106 @@
+"""One autoscaler per InferenceDeployment: the state that lives between ticks.
+
+``tick`` is plain code (no Kubernetes calls): metrics in, a plan and the
+``status.autoscaler`` body out. The kopf timer only fetches, calls this, and
+writes the result.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from infleet_operator.api import AutoscalingSpec
+from infleet_operator.autoscaling.observations import Decision
+from infleet_operator.autoscaling.policy import Policy, make_policy
+from infleet_operator.scaler.actuate import Plan, plan_replicas
+from infleet_operator.scaler.observer import FleetObserver, FleetView
+from infleet_operator.scaler.params import forecast_lead, policy_params
+from infleet_operator.scaler.samples import WorkerSample
+
+HISTORY_LENGTH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TickOutcome:
+    plan: Plan
+    decision: Decision
+    view: FleetView
+    status: dict[str, Any]  # status.autoscaler (camelCase)
+    event: str | None  # an Event message when replicas change
+
+
+def _now_iso(wall: datetime | None) -> str:
+    return (wall or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Autoscaler:
+    """Policy + observer + short history for one object; rebuilt when its spec changes."""
+
+    policy_name: str
+    params: dict[str, Any]
+    policy: Policy
+    observer: FleetObserver = field(default_factory=FleetObserver)
+    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
+    last_scale_time: str | None = None
+
+    @classmethod
+    def for_spec(cls, spec: AutoscalingSpec, pod_start_s: float | None) -> Autoscaler:
+        name, params = policy_params(spec, pod_start_s)
+        return cls(name, params, make_policy(name, params))
+
+    def matches(self, spec: AutoscalingSpec, pod_start_s: float | None) -> bool:
+        return (self.policy_name, self.params) == policy_params(spec, pod_start_s)
+
+    def tick(
+        self,
+        *,
+        now: float,
+        samples: dict[str, WorkerSample | None],
+        current_replicas: int,
+        ready_replicas: int,
+        spec: AutoscalingSpec,
+        pod_start_s: float | None,
+        wall: datetime | None = None,
+    ) -> TickOutcome:
+        view = self.observer.observe(now, samples, current_replicas, ready_replicas)
+        decision = self.policy.decide(view.observation)
+        plan = plan_replicas(decision, current_replicas, partial_metrics=view.partial)
+        stamp = _now_iso(wall)
+        event = None
+        if plan.changed:
+            self.last_scale_time = stamp
+            direction = "up" if plan.replicas > current_replicas else "down"
+            event = (
+                f"Scaled {direction} from {current_replicas} to {plan.replicas} "
+                f"({self.policy_name}): {plan.reason}"
+            )
+            self.history.append(
+                {
+                    "time": stamp,
+                    "fromReplicas": current_replicas,
+                    "toReplicas": plan.replicas,
+                    "reason": plan.reason[:256],
+                }
+            )
+        obs = view.observation
+        status: dict[str, Any] = {
+            "policy": self.policy_name,
+            "lastDecision": stamp,
+            "reason": plan.reason[:512],
+            "desiredReplicas": plan.replicas,
+            "leadSeconds": forecast_lead(spec, pod_start_s),
+            "history": list(self.history),
+        }
+        if decision.forecast_rate is not None:
+            status["forecast"] = round(decision.forecast_rate, 3)
+        if obs.arrival_rate is not None:
+            status["observedArrivalRate"] = round(obs.arrival_rate, 3)
+        if obs.queue_depth is not None:
+            status["queueDepth"] = round(obs.queue_depth, 3)
+        if self.last_scale_time:
+            status["lastScaleTime"] = self.last_scale_time
+        return TickOutcome(plan, decision, view, status, event)

@@ -1,0 +1,94 @@
+"""Turn per-pod scrapes into one fleet Observation, with rates from counter deltas.
+
+Rates need two scrapes of the same pod; a pod seen for the first time, or whose
+counters went backwards (a restart), contributes its gauges but no rate until
+its next scrape. A failed scrape is *missing*, never zero: pods that failed are
+extrapolated from the ones that answered, and the tick is marked partial so
+the actuator refuses to scale down on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from infleet_operator.autoscaling.observations import Observation
+from infleet_operator.scaler.samples import WorkerSample
+
+
+@dataclass(slots=True)
+class _Seen:
+    time: float
+    sample: WorkerSample
+
+
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    observation: Observation
+    reported: int  # pods that answered
+    expected: int  # pods scraped
+    partial: bool  # some pods did not answer
+
+
+@dataclass
+class FleetObserver:
+    """Keeps the previous scrape per pod; one instance per InferenceDeployment."""
+
+    _last: dict[str, _Seen] = field(default_factory=dict)
+
+    def observe(
+        self,
+        now: float,
+        samples: dict[str, WorkerSample | None],
+        current_replicas: int,
+        ready_replicas: int,
+    ) -> FleetView:
+        answered = {pod: s for pod, s in samples.items() if s is not None}
+        arrival_rate = 0.0
+        served_rate = 0.0
+        rated = 0
+        for pod, sample in answered.items():
+            prev = self._last.get(pod)
+            if prev is not None and now > prev.time:
+                d_arr = sample.arrivals_total - prev.sample.arrivals_total
+                d_srv = sample.served_total - prev.sample.served_total
+                if d_arr >= 0 and d_srv >= 0:
+                    dt = now - prev.time
+                    arrival_rate += d_arr / dt
+                    served_rate += d_srv / dt
+                    rated += 1
+            self._last[pod] = _Seen(now, sample)
+        for pod in list(self._last):
+            if pod not in samples:  # pod is gone
+                del self._last[pod]
+
+        expected = len(samples)
+        if not answered or rated == 0:
+            obs = Observation(
+                time=now,
+                current_replicas=current_replicas,
+                ready_replicas=ready_replicas,
+                queue_depth=_sum_or_none(answered, "queue_depth", expected),
+                in_flight=_sum_or_none(answered, "running", expected),
+                missing=True,
+            )
+            return FleetView(obs, len(answered), expected, partial=True)
+
+        # Extrapolate the pods that did not answer (or have no rate yet) from those that did.
+        gauge_scale = expected / len(answered)
+        rate_scale = expected / rated
+        obs = Observation(
+            time=now,
+            current_replicas=current_replicas,
+            ready_replicas=ready_replicas,
+            queue_depth=sum(s.queue_depth for s in answered.values()) * gauge_scale,
+            in_flight=sum(s.running for s in answered.values()) * gauge_scale,
+            arrival_rate=arrival_rate * rate_scale,
+            completion_rate=served_rate * rate_scale,
+        )
+        return FleetView(obs, len(answered), expected, partial=len(answered) < expected)
+
+
+def _sum_or_none(answered: dict[str, WorkerSample], attr: str, expected: int) -> float | None:
+    if not answered:
+        return None
+    return sum(getattr(s, attr) for s in answered.values()) * expected / len(answered)

@@ -1,0 +1,158 @@
+"""The live autoscaler's plumbing: parse worker pages, rates, missing data, actuation rules."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+
+from infleet_operator.api import AutoscalingSpec
+from infleet_operator.autoscaling.observations import Decision
+from infleet_operator.scaler.actuate import plan_replicas, replicas_apply_body
+from infleet_operator.scaler.controller import Autoscaler
+from infleet_operator.scaler.observer import FleetObserver
+from infleet_operator.scaler.params import DEFAULT_LEAD_SECONDS, forecast_lead, policy_params
+from infleet_operator.scaler.samples import MetricsParseError, WorkerSample, parse_worker_metrics
+from infleet_worker.metrics import Metrics
+
+
+def _worker_page(queue: int, inflight: int, arrivals: int, served: int, hits: int = 0) -> str:
+    """A page rendered by the worker's own metrics code (the contract, not a copy of it)."""
+    m = Metrics("enc", "1")
+    m.bind(lambda: float(queue), lambda: float(inflight))
+    m.arrivals.inc(arrivals)
+    m.requests["success"].inc(served)
+    m.requests["cache_hit"].inc(hits)
+    m.requests["rejected"].inc(3)
+    m.ready.set(1)
+    return generate_latest(m.registry).decode()
+
+
+def test_parse_worker_page() -> None:
+    sample = parse_worker_metrics(
+        _worker_page(queue=5, inflight=12, arrivals=100, served=80, hits=7)
+    )
+    assert sample == WorkerSample(5, 12, 100, 87, True)
+    assert sample.running == 7
+
+
+def test_parse_rejects_foreign_page() -> None:
+    with pytest.raises(MetricsParseError):
+        parse_worker_metrics("# HELP up x\n# TYPE up gauge\nup 1\n")
+
+
+def _s(arrivals: float, served: float, queue: float = 0, inflight: float = 0) -> WorkerSample:
+    return WorkerSample(queue, inflight, arrivals, served, True)
+
+
+def test_rates_from_counter_deltas() -> None:
+    obs = FleetObserver()
+    first = obs.observe(0.0, {"a": _s(0, 0), "b": _s(0, 0)}, 2, 2)
+    assert first.observation.missing  # no rate yet: never read as zero load
+    view = obs.observe(10.0, {"a": _s(100, 90, 2, 5), "b": _s(300, 280, 4, 9)}, 2, 2)
+    assert not view.partial
+    assert view.observation.arrival_rate == pytest.approx(40.0)
+    assert view.observation.completion_rate == pytest.approx(37.0)
+    assert view.observation.queue_depth == 6
+    assert view.observation.in_flight == 8  # running = inflight - queued
+
+
+def test_failed_pod_is_extrapolated_and_marked_partial() -> None:
+    obs = FleetObserver()
+    obs.observe(0.0, {"a": _s(0, 0), "b": _s(0, 0)}, 2, 2)
+    view = obs.observe(10.0, {"a": _s(100, 100, 3, 3), "b": None}, 2, 2)
+    assert view.partial
+    assert view.observation.arrival_rate == pytest.approx(20.0)  # 10/s seen, x2 pods
+    assert view.observation.queue_depth == 6
+
+
+def test_counter_reset_gives_no_negative_rate() -> None:
+    obs = FleetObserver()
+    obs.observe(0.0, {"a": _s(500, 500)}, 1, 1)
+    view = obs.observe(10.0, {"a": _s(20, 20)}, 1, 1)  # restarted pod
+    assert view.observation.missing
+
+
+def test_all_scrapes_failed_is_missing() -> None:
+    obs = FleetObserver()
+    view = obs.observe(0.0, {"a": None, "b": None}, 2, 2)
+    assert view.observation.missing and view.observation.queue_depth is None
+
+
+def test_no_scale_down_on_partial_metrics() -> None:
+    decision = Decision(1, "load fell", 1)
+    assert plan_replicas(decision, 4, partial_metrics=True).replicas == 4
+    assert plan_replicas(decision, 4, partial_metrics=False).replicas == 1
+    up = Decision(6, "load rose", 6)
+    assert plan_replicas(up, 4, partial_metrics=True).replicas == 6  # up is still allowed
+
+
+def test_apply_body_owns_only_replicas() -> None:
+    body = replicas_apply_body("ns", "w", 3)
+    assert body["spec"] == {"replicas": 3}
+
+
+def test_lead_prefers_override_then_measurement() -> None:
+    spec = AutoscalingSpec(enabled=True)
+    assert forecast_lead(spec, None) == DEFAULT_LEAD_SECONDS
+    assert forecast_lead(spec, 42.5) == 42.5
+    spec = AutoscalingSpec.model_validate({"enabled": True, "predictive": {"horizonSeconds": 90}})
+    assert forecast_lead(spec, 42.5) == 90
+
+
+@pytest.mark.parametrize("policy", ["hpa", "kpa", "predictive"])
+def test_every_policy_builds_from_spec(policy: str) -> None:
+    spec = AutoscalingSpec.model_validate(
+        {"enabled": True, "policy": policy, "minReplicas": 1, "maxReplicas": 5}
+    )
+    scaler = Autoscaler.for_spec(spec, 30.0)
+    assert scaler.policy_name == policy
+    assert scaler.matches(spec, 30.0)
+    assert policy_params(spec, 30.0)[1]["max_replicas"] == 5
+
+
+def test_tick_scales_up_under_load_and_records_history() -> None:
+    spec = AutoscalingSpec.model_validate(
+        {
+            "enabled": True,
+            "policy": "hpa",
+            "minReplicas": 1,
+            "maxReplicas": 8,
+            "targetQueueDepthPerReplica": 4,
+            "intervalSeconds": 1,
+        }
+    )
+    scaler = Autoscaler.for_spec(spec, 10.0)
+    outcome = None
+    arrivals = 0.0
+    for t in range(0, 40, 5):
+        arrivals += 500
+        samples = {"a": _s(arrivals, arrivals * 0.5, queue=40, inflight=48)}
+        outcome = scaler.tick(
+            now=float(t),
+            samples=samples,
+            current_replicas=1,
+            ready_replicas=1,
+            spec=spec,
+            pod_start_s=10.0,
+        )
+        if outcome.plan.changed:
+            break
+    assert outcome is not None and outcome.plan.changed
+    assert outcome.plan.replicas > 1
+    assert outcome.event and "Scaled up from 1" in outcome.event
+    assert outcome.status["history"][-1]["toReplicas"] == outcome.plan.replicas
+    assert outcome.status["policy"] == "hpa"
+
+
+def test_tick_holds_when_metrics_missing() -> None:
+    spec = AutoscalingSpec.model_validate({"enabled": True, "policy": "predictive"})
+    scaler = Autoscaler.for_spec(spec, None)
+    outcome = scaler.tick(
+        now=0.0,
+        samples={"a": None},
+        current_replicas=3,
+        ready_replicas=3,
+        spec=spec,
+        pod_start_s=None,
+    )
+    assert outcome.plan.replicas == 3 and not outcome.plan.changed
