@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_val.add_argument("files", nargs="+")
     p_val.set_defaults(func=_cmd_validate)
 
+    from infleet_operator.simulator.cli import add_simulate_parser, run_simulate
+
+    p_sim = add_simulate_parser(sub)
+    p_sim.set_defaults(func=run_simulate)
+
     p_dev = sub.add_parser("dev", help="developer tools")
     dev_sub = p_dev.add_subparsers(dest="dev_command", required=True)
     p_demo = dev_sub.add_parser("demo", help="the local fleet demo (`make demo`)")
