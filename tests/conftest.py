@@ -1,0 +1,6 @@
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+pytest_plugins = ["redis_fixtures", "worker_fixtures"]

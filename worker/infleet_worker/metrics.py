@@ -1,0 +1,114 @@
+"""Prometheus metrics of one worker, in a private registry (tests run several workers).
+
+These names are the autoscaler's contract (see docs/worker.md); every series
+carries ``model`` and ``version`` labels. The cache adds its own series to
+``Metrics.registry``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OUTCOMES = ("success", "rejected", "timeout", "error", "invalid", "cache_hit")
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+)
+QUEUE_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class Metrics:
+    def __init__(self, model: str, version: str, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.labels = {"model": model, "version": version}
+        names = ("model", "version")
+        r = self.registry
+        self.queue_depth = Gauge(
+            "infleet_queue_depth", "Requests waiting in the batcher queue", names, registry=r
+        ).labels(model, version)
+        self.inflight = Gauge(
+            "infleet_inflight_requests",
+            "Requests accepted and not yet answered (queued + running)",
+            names,
+            registry=r,
+        ).labels(model, version)
+        requests = Counter(
+            "infleet_requests",
+            "Finished inference requests by outcome",
+            (*names, "outcome"),
+            registry=r,
+        )
+        self.requests = {o: requests.labels(model, version, o) for o in OUTCOMES}
+        self.arrivals = Counter(
+            "infleet_request_arrivals",
+            "Inference requests received (arrival rate = rate())",
+            names,
+            registry=r,
+        ).labels(model, version)
+        self.queue_wait = Histogram(
+            "infleet_queue_wait_seconds",
+            "Time a request waited in the batcher queue",
+            names,
+            buckets=QUEUE_BUCKETS,
+            registry=r,
+        ).labels(model, version)
+        self.latency = Histogram(
+            "infleet_request_latency_seconds",
+            "End-to-end request latency inside the worker (decode to encode)",
+            names,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ).labels(model, version)
+        self.batch_size = Histogram(
+            "infleet_batch_size",
+            "Rows per executed batch",
+            names,
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        ).labels(model, version)
+        self.batches = Counter(
+            "infleet_batches", "Batches executed by the engine", names, registry=r
+        ).labels(model, version)
+        self.ready = Gauge(
+            "infleet_ready", "1 when the worker is Ready to take traffic", names, registry=r
+        ).labels(model, version)
+
+    def bind(self, queue_depth: Callable[[], float], inflight: Callable[[], float]) -> None:
+        """Read the gauges from live state at scrape time (no per-request cost)."""
+        self.queue_depth.set_function(queue_depth)
+        self.inflight.set_function(inflight)
