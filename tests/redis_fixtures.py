@@ -8,8 +8,9 @@ Fixtures
 - ``redis_url``             function scope: URL of the shared server, FLUSHALLed first.
 
 Each yields (or for ``redis_url`` uses) a :class:`RedisServer`: ``.url``, ``.port``,
-``.stop()``, ``.kill()`` (SIGKILL, for outage tests), ``.start()`` / ``.restart()``
-(same port), ``.flushall()``, ``.client()`` (a sync redis.Redis). Servers bind
+``.stop()``, ``.kill()`` (SIGKILL, for outage tests), ``.pause()`` / ``.resume()``
+(SIGSTOP/SIGCONT: a hung Redis), ``.start()`` / ``.restart()`` (same port),
+``.flushall()``, ``.client()`` (a sync redis.Redis). Servers bind
 127.0.0.1 only, keep nothing on disk (``--save "" --appendonly no``), and
 work in a temporary directory. Needs /usr/bin/redis-server (or $REDIS_SERVER).
 """
@@ -136,12 +137,23 @@ class RedisServer:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
+        proc.send_signal(signal.SIGCONT)  # a paused server must be able to act on SIGTERM
         proc.send_signal(sig)
         try:
             proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections but nothing answers (a hung Redis)."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
 
     def restart(self) -> RedisServer:
         self.stop()
