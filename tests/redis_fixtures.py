@@ -119,7 +119,7 @@ class RedisServer:
         return False
 
     def client(self, **kwargs: object) -> redis.Redis:
-        return redis.Redis.from_url(self.url, **kwargs)  # type: ignore[arg-type]
+        return redis.Redis.from_url(self.url, **kwargs)
 
     def flushall(self) -> None:
         with self.client() as c:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from infleet_worker.tensors import InferRequest, Tensor
 
 
 def _req(**kw: object) -> InferRequest:
-    base = {
+    base: dict[str, Any] = {
         "model_name": "enc",
         "model_version": "1",
         "inputs": {
@@ -22,7 +23,7 @@ def _req(**kw: object) -> InferRequest:
         "requested_outputs": ["emb", "norm"],
     }
     base.update(kw)
-    return InferRequest(**base)  # type: ignore[arg-type]
+    return InferRequest(**base)
 
 
 def test_key_is_stable_and_namespaced() -> None:
