@@ -1,0 +1,1 @@
+"""Discrete-event fleet simulator: replay a trace through an autoscaling policy."""

@@ -1,0 +1,5 @@
+import sys
+
+from infleet_operator.simulator.cli import main
+
+sys.exit(main())
