@@ -46,6 +46,7 @@ class MLPEngine:
         self.max_batch_size = 0  # the config's
         self.delay_s = delay_s
         self.batches: list[int] = []  # rows of every executed batch
+        self.firsts: list[float] = []  # input[0, 0] of every executed batch
         self.warmed = False
         self.closed = False
         self.gate: threading.Event | None = None  # when set: run() waits for it
@@ -65,6 +66,7 @@ class MLPEngine:
         with torch.inference_mode():
             y = self.module(x)
         self.batches.append(int(x.shape[0]))
+        self.firsts.append(float(x[0, 0]))
         out = y.numpy()
         return {
             "output": Tensor("FP32", out),
@@ -72,8 +74,12 @@ class MLPEngine:
         }
 
     def warmup(self) -> None:
+        gate, self.gate = self.gate, None
         self.run({"input": Tensor("FP32", np.zeros((1, IN_FEATURES), np.float32))})
+        self.gate = gate
+        self.started.clear()
         self.batches.clear()
+        self.firsts.clear()
         self.warmed = True
 
     def close(self) -> None:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from infleet_worker.protocol.datatypes import DATATYPES, decode_raw, encode_raw
-from infleet_worker.protocol.errors import ErrorKind, InferError, invalid
+from infleet_worker.protocol.errors import InferError, invalid
 from infleet_worker.tensors import NUMPY_DTYPES, InferRequest, InferResult, Tensor
 
 MAX_DIMS = 16
@@ -31,31 +30,6 @@ class OutputPlan:
 
     default_binary: bool
     binary: dict[str, bool]
-
-
-def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo ``Content-Encoding: gzip|deflate`` without inflating past ``limit`` bytes."""
-    if not encoding or encoding == "identity":
-        return body
-    enc = encoding.strip().lower()
-    if enc == "gzip":
-        wbits = 16 + zlib.MAX_WBITS
-    elif enc == "deflate":
-        wbits = zlib.MAX_WBITS
-    else:
-        raise InferError(ErrorKind.INVALID, f"unsupported Content-Encoding '{encoding}'")
-    try:
-        d = zlib.decompressobj(wbits)
-        out = d.decompress(body, limit + 1)
-        if len(out) > limit:
-            raise InferError(
-                ErrorKind.TOO_LARGE, f"decompressed request body exceeds {limit} bytes"
-            )
-        if not d.eof:
-            raise invalid(f"truncated {enc} request body")
-    except zlib.error as e:
-        raise invalid(f"cannot decompress {enc} request body: {e}") from None
-    return out
 
 
 def _shape(raw: Any, where: str) -> tuple[int, ...]:
