@@ -1,0 +1,259 @@
+"""One pipeline stage: its blocks on one device, a CUDA stream there, one worker thread.
+
+The device plumbing, kept apart from the schedule (:mod:`.schedule`). A stage takes
+tasks ``(micro-batch, packet)`` from its queue and answers on the runner's done queue.
+A :class:`Packet` is the state between stages: a flat tuple of tensors, whether the
+blocks see it as a tuple (``packed``) or as one tensor, and on CUDA the event recorded
+on the producing stage's stream after it wrote them.
+
+On CUDA (torchgpipe's recipe): the consuming stage's stream waits for that event, the
+copy to its device is issued on its stream, and ``record_stream`` tells the caching
+allocator the source is still read there, so no host sync sits between stages. Only the
+last stage syncs, when it copies the outputs to the host. On CPU the stream and events
+are None and the same code runs: stage threads overlap because torch ops release the GIL.
+
+CUDA graphs: one graph per stage and micro-batch bucket, captured at warm-up with static
+input buffers (rows past ``n`` are padding, so only row-independent models use them).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from infleet_worker.engine.base import TensorInfo
+from infleet_worker.engine.buckets import pick_bucket
+
+log = logging.getLogger(__name__)
+
+Tensors = tuple[torch.Tensor, ...]
+
+
+@dataclass
+class Packet:
+    """The state flowing between stages (see the module docstring)."""
+
+    tensors: Tensors
+    packed: bool
+    event: Any = None  # torch.cuda.Event on CUDA
+
+
+@dataclass
+class Done:
+    """A stage's answer for one task: its output packet, or the exception it raised."""
+
+    batch: int
+    micro_batch: int
+    stage: int
+    packet: Packet | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class StageGraph:
+    graph: Any  # torch.cuda.CUDAGraph
+    static_inputs: Tensors
+    static_outputs: Tensors
+    packed: bool
+
+    def replay(self, tensors: Tensors, n: int) -> Tensors:
+        """Run ``n`` real rows on the current stream; outputs are fresh tensors."""
+        for static, x in zip(self.static_inputs, tensors, strict=True):
+            static[:n].copy_(x, non_blocking=True)
+        self.graph.replay()
+        # The static outputs are overwritten by the next replay: the next stage gets a copy.
+        return tuple(o[:n].clone() for o in self.static_outputs)
+
+
+def to_tuple(value: Any) -> tuple[Tensors, bool]:
+    """A block's return value as (tensors, packed)."""
+    if isinstance(value, torch.Tensor):
+        return (value,), False
+    if isinstance(value, tuple | list) and all(isinstance(v, torch.Tensor) for v in value):
+        return tuple(value), True
+    raise TypeError(
+        f"a pipeline stage must return a tensor or a tuple of tensors, got {type(value).__name__}"
+    )
+
+
+@dataclass
+class StageSpec:
+    """What a stage computes, besides its blocks: casts at the ends of the pipeline."""
+
+    first: bool
+    last: bool
+    dtype: torch.dtype
+    outputs: list[TensorInfo] = field(default_factory=list)
+    out_dtypes: list[torch.dtype | None] = field(default_factory=list)
+    normalize: Callable[[Any, list[TensorInfo]], Tensors] | None = None
+    # CPU "devices": intra-op threads for this stage's thread (the cores shared out).
+    cpu_threads: int | None = None
+
+
+class Stage:
+    def __init__(
+        self,
+        index: int,
+        module: nn.Module,
+        device: torch.device,
+        spec: StageSpec,
+        done: queue.SimpleQueue[Done],
+        trace: list[tuple[int, int, float, float]] | None = None,
+    ) -> None:
+        self.index = index
+        self.module = module
+        self.device = device
+        self.spec = spec
+        self.cuda = device.type == "cuda"
+        self.stream: Any = torch.cuda.Stream(device) if self.cuda else None
+        self.graphs: dict[tuple[Any, ...], StageGraph] = {}
+        self.graph_buckets: list[int] = []
+        self._pool: Any = None
+        self._done = done
+        self._tasks: queue.SimpleQueue[tuple[int, int, Packet] | None] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self.trace = trace
+        self.thread = threading.Thread(
+            target=self._loop, name=f"pipeline-stage-{index}", daemon=True
+        )
+        self.thread.start()
+
+    def describe(self) -> str:
+        names = [type(m).__name__ for m in self.module.children()] or [type(self.module).__name__]
+        shown = names if len(names) <= 4 else [*names[:2], "...", names[-1]]
+        return f"{self.device}, {len(names)} block(s): {', '.join(shown)}"
+
+    # -- the computation (what a graph captures) ---------------------------------------
+    def forward(self, packed: bool, *tensors: torch.Tensor) -> tuple[bool, Tensors]:
+        spec = self.spec
+        if spec.first:
+            tensors = tuple(x.to(spec.dtype) if x.is_floating_point() else x for x in tensors)
+        value = self.module(tensors if packed else tensors[0])
+        if not spec.last:
+            out, packed = to_tuple(value)
+            return packed, out
+        assert spec.normalize is not None
+        result = spec.normalize(value, spec.outputs)
+        return True, tuple(
+            r if dt is None or r.dtype == dt else r.to(dt)
+            for r, dt in zip(result, spec.out_dtypes, strict=True)
+        )
+
+    def compute(self, packet: Packet) -> Packet:
+        """One micro-batch, on this stage's device and stream (called on its thread)."""
+        if not self.cuda:
+            packed, out = self.forward(packet.packed, *packet.tensors)
+            return Packet(out, packed)
+        with torch.cuda.stream(self.stream):
+            if packet.event is not None:
+                self.stream.wait_event(packet.event)
+            graph = self.find_graph(packet)
+            if graph is not None:
+                for x in packet.tensors:
+                    self._keep_alive(x)
+                packed, out = graph.packed, graph.replay(packet.tensors, rows(packet.tensors))
+            else:
+                moved = tuple(self._move(x) for x in packet.tensors)
+                packed, out = self.forward(packet.packed, *moved)
+            if self.spec.last:
+                out = tuple(o.to("cpu") for o in out)  # syncs this stream only
+                return Packet(out, packed)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+            return Packet(out, packed, event)
+
+    def _move(self, x: torch.Tensor) -> torch.Tensor:
+        self._keep_alive(x)
+        return x.to(self.device, non_blocking=True)
+
+    def _keep_alive(self, x: torch.Tensor) -> None:
+        """Tell the caching allocator a tensor from another stream is read on ours."""
+        if x.is_cuda:
+            x.record_stream(
+                self.stream if x.device == self.device else torch.cuda.current_stream(x.device)
+            )
+
+    # -- CUDA graphs -------------------------------------------------------------------
+    def find_graph(self, packet: Packet) -> StageGraph | None:
+        if not self.graphs:
+            return None
+        bucket = pick_bucket(rows(packet.tensors), self.graph_buckets)
+        if bucket is None:
+            return None
+        return self.graphs.get(graph_key(packet, bucket))
+
+    def capture_graph(self, packet: Packet, bucket: int) -> StageGraph:
+        """Capture this stage for ``packet``'s shapes padded to ``bucket`` rows (warm-up)."""
+        key = graph_key(packet, bucket)
+        if key in self.graphs:
+            return self.graphs[key]
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        static = tuple(x.to(self.device).clone() for x in packet.tensors)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # lazy inits off the capture
+            for _ in range(2):
+                self.forward(packet.packed, *static)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            packed, outputs = self.forward(packet.packed, *static)
+        torch.cuda.synchronize(self.device)
+        captured = StageGraph(graph, static, outputs, packed)
+        self.graphs[key] = captured
+        if bucket not in self.graph_buckets:
+            self.graph_buckets = sorted({*self.graph_buckets, bucket})
+        log.info("stage %d: captured CUDA graph for %s", self.index, key)
+        return captured
+
+    # -- the worker thread -------------------------------------------------------------
+    def submit(self, batch: int, micro_batch: int, packet: Packet) -> None:
+        self._tasks.put((batch, micro_batch, packet))
+
+    def close(self) -> None:
+        self._closed.set()
+        self._tasks.put(None)
+
+    def join(self, timeout: float) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def _loop(self) -> None:
+        if self.cuda:
+            torch.cuda.set_device(self.device)
+        elif self.spec.cpu_threads:
+            torch.set_num_threads(self.spec.cpu_threads)
+        with torch.inference_mode():
+            while True:
+                task = self._tasks.get()
+                if task is None or self._closed.is_set():
+                    return
+                batch, micro_batch, packet = task
+                start = time.perf_counter()
+                try:
+                    out = self.compute(packet)
+                except Exception as exc:  # reported to the driver; the thread keeps serving
+                    self._done.put(Done(batch, micro_batch, self.index, error=exc))
+                    continue
+                finally:
+                    if self.trace is not None:
+                        self.trace.append((micro_batch, self.index, start, time.perf_counter()))
+                self._done.put(Done(batch, micro_batch, self.index, packet=out))
+
+
+def rows(tensors: Sequence[torch.Tensor]) -> int:
+    return int(tensors[0].shape[0])
+
+
+def graph_key(packet: Packet, bucket: int) -> tuple[Any, ...]:
+    shapes = tuple((bucket, *x.shape[1:]) for x in packet.tensors)
+    return (packet.packed, shapes, tuple(x.dtype for x in packet.tensors))
