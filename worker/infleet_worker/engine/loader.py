@@ -43,8 +43,10 @@ SIGNATURE_FILE = "infleet_signature.json"
 def load_engine(cfg: WorkerConfig) -> Engine:
     """Load ``cfg.model`` for ``cfg.engine``; call ``warmup()`` on the result before Ready."""
     spec, engine_spec = cfg.model, cfg.engine
-    if engine_spec.pipeline_parallel > 1:
-        raise ModelLoadError("pipelineParallel > 1 not implemented yet")
+    if engine_spec.pipeline_parallel > 1:  # stages over several devices (issue 8)
+        from infleet_worker.engine.pipeline.build import load_pipeline_engine  # imports us
+
+        return load_pipeline_engine(cfg)
     device = select_device(engine_spec.device.value)
     if device.type == "cpu":
         set_cpu_threads()
