@@ -51,9 +51,11 @@ class HpaPolicy:
 
     def decide(self, obs: Observation) -> Decision:
         c = self.config
-        if self._last is not None and self._last_sync is not None:
-            if obs.time - self._last_sync < c.sync_period_s - 1e-9:
-                return self._last
+        if self._last_sync is not None and obs.time - self._last_sync < c.sync_period_s - 1e-9:
+            if self._last is not None and self._last.desired_replicas == obs.current_replicas:
+                return self._last  # keeps its reason and ScalingLimited until the next sync
+            due = self._last_sync + c.sync_period_s - obs.time
+            return bounded(obs.current_replicas, self.bounds, f"next HPA sync in {due:.0f}s")
         if not obs.has_data:
             return hold(obs, self.bounds, "metrics missing")
         self._last_sync = obs.time

@@ -41,7 +41,6 @@ class KpaPolicy:
         self._panic_since: float | None = None
         self._max_panic_pods = 0
         self._last_tick: float | None = None
-        self._last: Decision | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> KpaPolicy:
@@ -58,12 +57,10 @@ class KpaPolicy:
         self._samples.append((obs.time, obs.concurrency))
         while self._samples and self._samples[0][0] <= obs.time - c.stable_window_s:
             self._samples.popleft()
-        if self._last is not None and self._last_tick is not None:
-            if obs.time - self._last_tick < c.tick_s - 1e-9:
-                return self._last
+        if self._last_tick is not None and obs.time - self._last_tick < c.tick_s - 1e-9:
+            return bounded(obs.current_replicas, self.bounds, "between KPA ticks")
         self._last_tick = obs.time
-        self._last = decision = self._evaluate(obs)
-        return decision
+        return self._evaluate(obs)
 
     def _evaluate(self, obs: Observation) -> Decision:
         c = self.config

@@ -69,18 +69,28 @@ class Decision:
 
 
 def bounded(
-    recommended: int, bounds: Bounds, reason: str, forecast: float | None = None
+    recommended: int,
+    bounds: Bounds,
+    reason: str,
+    forecast: float | None = None,
+    goal: int | None = None,
 ) -> Decision:
-    """Clamp a recommendation into bounds and say so in the reason."""
+    """Clamp a recommendation into bounds and say so in the reason.
+
+    ``goal`` is where the policy is heading when rate limits or hysteresis
+    make this tick's step smaller; the bounds check uses it, so ScalingLimited
+    does not flicker while a policy steps toward a bound.
+    """
     desired = min(max(recommended, bounds.min_replicas), bounds.max_replicas)
+    wanted = recommended if goal is None else goal
     limited: str | None = None
-    if recommended > bounds.max_replicas:
+    if wanted > bounds.max_replicas:
         limited = "max"
-        reason += f"; capped at maxReplicas={bounds.max_replicas} (wanted {recommended})"
-    elif recommended < bounds.min_replicas:
+        reason += f"; capped at maxReplicas={bounds.max_replicas} (wanted {wanted})"
+    elif wanted < bounds.min_replicas:
         limited = "min"
-        reason += f"; held at minReplicas={bounds.min_replicas} (wanted {recommended})"
-    return Decision(desired, reason, recommended, limited, forecast)
+        reason += f"; held at minReplicas={bounds.min_replicas} (wanted {wanted})"
+    return Decision(desired, reason, wanted, limited, forecast)
 
 
 def hold(obs: Observation, bounds: Bounds, why: str) -> Decision:

@@ -35,8 +35,8 @@ class PredictiveConfig:
     capacity_alpha: float = 0.05
     drain_horizon_s: float = 60.0
     normal_queue_per_replica: float = 4.0  # queue that batching keeps anyway; not backlog
-    headroom_up: float = 0.15  # extra on the way up (covers forecast error over the lead)
-    headroom_down: float = 0.0  # on the way down: the dead band is headroom_up - headroom_down
+    headroom_up: float = 0.15  # capacity over the plan when scaling up (forecast error)
+    headroom_down: float = 0.10  # what a scale-down keeps; scale-up triggers at 0 headroom
     down_window_s: float = 120.0  # lower target must hold this long before scaling down
     down_step_fraction: float = 0.2  # at most this share of replicas removed per step
     down_step_interval_s: float = 30.0
@@ -78,6 +78,7 @@ class PredictivePolicy:
         backlog = max(0.0, obs.queue_depth - c.normal_queue_per_replica * obs.ready_replicas)
         load = rate + backlog / c.drain_horizon_s
         per_replica = self.capacity * c.target_utilization
+        trigger = math.ceil(load / per_replica - 1e-9)
         need_up = math.ceil(load * (1 + c.headroom_up) / per_replica - 1e-9)
         need_down = math.ceil(load * (1 + c.headroom_down) / per_replica - 1e-9)
         current = obs.current_replicas
@@ -86,11 +87,11 @@ class PredictivePolicy:
             f" + backlog {backlog:.0f}/{c.drain_horizon_s:.0f}s"
             f" over {per_replica:.1f} req/s/replica"
         )
-        if need_up > current:
+        if trigger > current:
             self._down.clear()
             return bounded(need_up, self.bounds, f"{why} -> up to {need_up}", rate)
         want, note = self._scale_down(obs.time, need_down, current)
-        return bounded(want, self.bounds, f"{why} -> {note}", rate)
+        return bounded(want, self.bounds, f"{why} -> {note}", rate, goal=min(want, need_down))
 
     def _scale_down(self, now: float, need: int, current: int) -> tuple[int, str]:
         c = self.config

@@ -205,6 +205,9 @@ class FleetSim:
         return t if t > now else now
 
     def _kick(self, b: _Batcher, now: float) -> None:
+        if b is self.shared:
+            self._kick_shared(b, now)
+            return
         b.version += 1
         while b.idle:
             at = self._plan(b.stream, now)
@@ -220,6 +223,45 @@ class FleetSim:
             if r.state == DRAINING and (self.shared is not None or b.stream.exhausted(self.n)):
                 b.idle.remove(r)
                 self._retire(r, now)
+
+    def _kick_shared(self, b: _Batcher, now: float) -> None:
+        """`_kick` for the one stride-1 shared queue, inlined: the hot loop of least-queue."""
+        b.version += 1
+        idle, arr, n, seg = b.idle, self.arr, self.n, b.stream.segs[0]
+        c = self.cfg
+        delay, full, timeout = c.max_queue_delay_s, c.max_batch, c.request_timeout_s
+        starts, counts, strides = self.batches
+        while idle:
+            head = seg[0]
+            if head >= n:
+                return
+            at = arr[head] + delay
+            j = head + full - 1
+            if j < n and arr[j] < at:
+                at = arr[j]
+            if at > now:
+                self.seq += 1
+                heapq.heappush(self.heap, (at, self.seq, DISPATCH, (b, b.version)))
+                return
+            if arr[head] < now - timeout:
+                cut = bisect_left(arr, now - timeout, head)
+                self._drop_range(head, cut)
+                seg[0] = head = cut
+                if head >= n or arr[head] > now:
+                    continue
+            g = bisect_right(arr, now, head, min(n, head + full))
+            size = g - head
+            seg[0] = g
+            starts.append(head)
+            counts.append(size)
+            strides.append(1)
+            done = now + self.svc[size]
+            self.batch_done.append(done)
+            r = idle.pop()
+            r.busy = size
+            self.inflight += size
+            self.seq += 1
+            heapq.heappush(self.heap, (done, self.seq, DONE, r))
 
     def _start(self, r: _Replica, s: Stream, now: float) -> bool:
         arr = self.arr

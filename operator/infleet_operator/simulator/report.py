@@ -30,7 +30,7 @@ class Summary:
 def summarize(policy: str, result: SimResult, slo_s: float) -> Summary:
     lat = np.where(np.isnan(result.latency), np.inf, result.latency)
     n = len(lat)
-    q = np.percentile(lat, [50, 95, 99]) * 1000 if n else np.zeros(3)
+    q = np.percentile(lat, [50, 95, 99], method="higher") * 1000 if n else np.zeros(3)
     return Summary(
         policy=policy,
         requests=n,
