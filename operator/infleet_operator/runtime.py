@@ -1,0 +1,202 @@
+"""Per-process operator state: the API client, what was reconciled, status refreshes.
+
+Status follows the children: every watch event of a worker Deployment or pod
+schedules a refresh of its owner's status (coalesced per owner, a short
+debounce), computed from kopf's in-memory indices — no extra reads — and
+written only when an operator-owned field changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from infleet_operator import api, events, metrics, status
+from infleet_operator.kube import ApiError, Kube
+
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace, instance label value)
+
+log = logging.getLogger("infleet_operator.runtime")
+
+# Pod fields status computation reads; index entries keep only these (memory with many pods).
+_POD_META = ("name", "namespace", "creationTimestamp", "deletionTimestamp", "labels")
+_DEP_META = ("name", "namespace", "generation", "resourceVersion")
+
+
+def slim_pod(body: Mapping[str, Any]) -> Obj:
+    md = body.get("metadata") or {}
+    st = body.get("status") or {}
+    return copy.deepcopy(
+        {
+            "metadata": {k: md[k] for k in _POD_META if k in md},
+            "status": {
+                k: st[k] for k in ("phase", "conditions", "containerStatuses", "podIP") if k in st
+            },
+        }
+    )
+
+
+def slim_deployment(body: Mapping[str, Any]) -> Obj:
+    md = body.get("metadata") or {}
+    return copy.deepcopy(
+        {
+            "metadata": {k: md[k] for k in _DEP_META if k in md},
+            "spec": {"replicas": (body.get("spec") or {}).get("replicas", 1)},
+            "status": dict(body.get("status") or {}),
+        }
+    )
+
+
+def plain(body: Mapping[str, Any]) -> Obj:
+    """A kopf Body as a plain dict (without managedFields)."""
+    out = copy.deepcopy(dict(body))
+    out["metadata"] = {k: v for k, v in out.get("metadata", {}).items() if k != "managedFields"}
+    return out
+
+
+@dataclass
+class Indices:
+    """kopf's in-memory indices (set from the first handler call that receives them)."""
+
+    ideps: Any = None
+    pods: Any = None
+    deployments: Any = None
+
+    def _one(self, index: Any, key: Key) -> Obj | None:
+        if index is None:
+            return None
+        items = list(index.get(key, []))
+        return items[-1] if items else None
+
+    def idep(self, key: Key) -> Obj | None:
+        return self._one(self.ideps, key)
+
+    def deployment(self, key: Key) -> Obj | None:
+        return self._one(self.deployments, key)
+
+    def pod_list(self, key: Key) -> list[Obj]:
+        if self.pods is None:
+            return []
+        return list(self.pods.get(key, []))
+
+
+@dataclass
+class Runtime:
+    kube: Kube
+    debounce: float = 0.2
+    indices: Indices = field(default_factory=Indices)
+    generations: dict[Key, int] = field(default_factory=dict)  # last applied generation
+    errors: dict[Key, tuple[str, str]] = field(default_factory=dict)
+    _pending: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    _dirty: set[Key] = field(default_factory=set)
+    _locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+
+    def capture(self, kwargs: Mapping[str, Any]) -> None:
+        for attr, name in (
+            ("ideps", "idep_index"),
+            ("pods", "pod_index"),
+            ("deployments", "deployment_index"),
+        ):
+            if name in kwargs and getattr(self.indices, attr) is None:
+                setattr(self.indices, attr, kwargs[name])
+
+    # -- status refresh, coalesced per owner -------------------------------------------
+    def schedule(self, key: Key) -> None:
+        task = self._pending.get(key)
+        if task is not None and not task.done():
+            self._dirty.add(key)
+            return
+        self._pending[key] = asyncio.create_task(self._debounced(key), name=f"status {key}")
+
+    async def _debounced(self, key: Key) -> None:
+        while True:
+            await asyncio.sleep(self.debounce)
+            self._dirty.discard(key)
+            try:
+                await self.refresh(key)
+            except Exception:
+                log.exception("status refresh of %s/%s failed", *key)
+            if key not in self._dirty:
+                break
+        self._pending.pop(key, None)
+
+    async def refresh(
+        self, key: Key, *, body: Obj | None = None, deployment: Obj | None = None
+    ) -> Obj | None:
+        """Recompute and, if it changed, write the status of the owner of ``key``."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            body = body or self.indices.idep(key)
+            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                return None
+            for attempt in range(3):
+                new = self.compute(key, body, deployment)
+                old = body.get("status")
+                if not status.changed(old, new):
+                    return new
+                md = body["metadata"]
+                patch = {
+                    "metadata": {"resourceVersion": md.get("resourceVersion")},
+                    "status": new,
+                }
+                try:
+                    written = await self.kube.patch_status(
+                        api.KIND, md["namespace"], md["name"], patch
+                    )
+                except ApiError as e:
+                    if e.status == 404:
+                        return None
+                    if e.status != 409 or attempt == 2:
+                        raise
+                    fresh = await self.kube.get(api.KIND, md["namespace"], md["name"])
+                    if fresh is None:
+                        return None
+                    body = fresh
+                    continue
+                metrics.STATUS_WRITES.inc()
+                log.info("%s/%s status: %s", md["namespace"], md["name"], status.summary(new))
+                events.post(body, events.status_transitions(old, new))
+                return written.get("status", new)
+            return None
+
+    def compute(self, key: Key, body: Obj, deployment: Obj | None = None) -> Obj:
+        spec: api.InferenceDeploymentSpec | None
+        try:
+            spec = api.InferenceDeploymentSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            spec = None
+        observed = self.generations.get(key)
+        if observed is None:
+            observed = (body.get("status") or {}).get("observedGeneration")
+        return status.compute(
+            body,
+            spec,
+            deployment or self.indices.deployment(key),
+            self.indices.pod_list(key),
+            observed_generation=observed,
+            now=dt.datetime.now(dt.UTC),
+            error=self.errors.get(key),
+        )
+
+    async def close(self) -> None:
+        for task in self._pending.values():
+            task.cancel()
+        await self.kube.close()
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
