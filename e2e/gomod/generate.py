@@ -64,7 +64,12 @@ def run(args: list[str], cwd: Path | None = None) -> str:
 def staging_replaces(k8s_version: str) -> list[tuple[str, str]]:
     """Read the release's go.mod from the module proxy and map staging -> v0 tags."""
     with tempfile.TemporaryDirectory() as tmp:
-        info = json.loads(run([go(), "mod", "download", "-json", f"k8s.io/kubernetes@{k8s_version}"], cwd=Path(tmp)))
+        info = json.loads(
+            run(
+                [go(), "mod", "download", "-json", f"k8s.io/kubernetes@{k8s_version}"],
+                cwd=Path(tmp),
+            )
+        )
     gomod = Path(info["GoMod"]).read_text()
     staging_version = "v0." + k8s_version.removeprefix("v1.")
     out: list[tuple[str, str]] = []

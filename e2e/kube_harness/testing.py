@@ -1,0 +1,65 @@
+"""Small helpers for tests on the harness cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    fn: Callable[[], T | None], timeout: float = 60, interval: float = 0.3, what: str = ""
+) -> T:
+    """Call ``fn`` until it returns something truthy; raise TimeoutError with the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = fn()
+        except Exception as e:  # transient API errors
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what or fn}: {last!r}")
+        time.sleep(interval)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def http_get(url: str, timeout: float = 2.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return str(r.read().decode())
+
+
+@contextlib.contextmanager
+def host_http_server(host: str, body: bytes = b"hello from the host\n") -> Iterator[str]:
+    """An HTTP server on the host bound to ``host`` (e.g. cluster.gateway); yields its URL."""
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer((host, 0), H)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://{host}:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()

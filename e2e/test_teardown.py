@@ -1,0 +1,84 @@
+"""A cluster of its own, started and stopped: nothing may be left behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from kube_harness import net
+from kube_harness.cluster import Cluster
+from kube_harness.testing import wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_teardown_leaves_nothing_behind(cluster_binaries: Any, tmp_path: Path) -> None:
+    c = Cluster(run_dir=tmp_path / "kube", nodes=1, binaries=cluster_binaries)
+    c.start()
+    print(f"harness start time: {c.start_seconds:.1f}s")
+    try:
+        assert c.network is not None
+        slot, gateway, bridge = c.network.slot, c.gateway, c.network.bridge
+        core = client.CoreV1Api(c.api_client())
+        core.create_namespaced_pod(
+            "default",
+            {
+                "metadata": {"name": "sleeper"},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "python:3.11",
+                            "command": ["python", "-m", "http.server", "8000"],
+                        }
+                    ]
+                },
+            },
+        )
+        pod = wait_for(
+            lambda: (
+                (p := core.read_namespaced_pod("sleeper", "default")).status.phase == "Running"
+                and p
+            ),
+            timeout=60,
+            what="sleeper running",
+        )
+        pod_ip = pod.status.pod_ip
+        wait_for(lambda: _listening(pod_ip, 8000), timeout=20, what="pod serving")
+        assert c.agent is not None
+        pids = [p for v in c.agent.processes().values() for p in v]
+        pids += [comp.proc.pid for comp in c.components.values() if comp.proc]
+        ports = [c.api_port]
+        netns = [n for n in net.list_netns() if n.startswith(f"infleet{slot}-")]
+        assert netns and net.link_exists(bridge)
+    finally:
+        c.stop()
+    assert not [p for p in pids if _alive(p)], "processes left behind"
+    assert not [n for n in net.list_netns() if n.startswith(f"infleet{slot}-")]
+    assert not net.link_exists(bridge)
+    left = net.ip("-o", "link").stdout
+    assert f"inf{slot}v" not in left
+    assert not any(_listening(gateway, p) for p in ports)
+    assert not _listening(pod_ip, 8000)
