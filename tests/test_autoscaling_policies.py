@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -41,8 +42,8 @@ def run(policy: Policy, rates: list[float], replicas: int, dt: float = 2.0) -> l
 
 def direction_changes(decisions: list[Decision]) -> int:
     counts = [d.desired_replicas for d in decisions]
-    moves = [b - a for a, b in zip(counts, counts[1:], strict=False) if b != a]
-    return sum(1 for a, b in zip(moves, moves[1:], strict=False) if (a > 0) != (b > 0))
+    moves = [b - a for a, b in itertools.pairwise(counts) if b != a]
+    return sum(1 for a, b in itertools.pairwise(moves) if (a > 0) != (b > 0))
 
 
 @pytest.mark.parametrize("name", REACTIVE)
@@ -101,7 +102,7 @@ def test_predictive_scale_down_needs_hold_and_bounded_steps() -> None:
     drop_tick = next(i for i, d in enumerate(decisions[150:]) if d.desired_replicas < high)
     assert drop_tick * 2.0 >= 120.0
     counts = [d.desired_replicas for d in decisions[150:]]
-    steps = [a - b for a, b in zip(counts, counts[1:], strict=False) if b < a]
+    steps = [a - b for a, b in itertools.pairwise(counts) if b < a]
     assert steps and max(steps) <= max(1, int(high * 0.2))
 
 
@@ -124,8 +125,12 @@ def test_bounds_are_reported(name: str) -> None:
     d = run(high, [2000.0] * 10, replicas=3)[-1]
     assert d.desired_replicas == 3 and d.limited_by == "max" and d.scaling_limited
     assert d.recommended_replicas > 3 and "maxReplicas" in d.reason
-    low = make_policy(name, {**PARAMS[name], "min_replicas": 4, "down_window_s": 0.0}
-                      if name == "predictive" else {**PARAMS[name], "min_replicas": 4})
+    low = make_policy(
+        name,
+        {**PARAMS[name], "min_replicas": 4, "down_window_s": 0.0}
+        if name == "predictive"
+        else {**PARAMS[name], "min_replicas": 4},
+    )
     decisions = run(low, [1.0] * 400, replicas=4)
     assert decisions[-1].desired_replicas == 4 and decisions[-1].limited_by == "min"
 

@@ -80,7 +80,10 @@ class HoltForecaster:
             return None
         if self._t - self._first_t < c.season_period_s:
             return None
-        now, ahead = self._season[self._bucket(self._t)], self._season[self._bucket(self._t + horizon_s)]
+        now, ahead = (
+            self._season[self._bucket(self._t)],
+            self._season[self._bucket(self._t + horizon_s)],
+        )
         if math.isnan(now) or math.isnan(ahead):
             return None
         return ahead - now

@@ -27,7 +27,9 @@ def build_config(cls: type[C], params: Mapping[str, Any], target_field: str) -> 
     Unknown keys raise, so a typo in a CR or a CLI flag does not pass silently.
     """
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    values = {k: v for k, v in params.items() if k not in ("target", "min_replicas", "max_replicas")}
+    values = {
+        k: v for k, v in params.items() if k not in ("target", "min_replicas", "max_replicas")
+    }
     if params.get("target") is not None:
         values[target_field] = params["target"]
     unknown = sorted(set(values) - names)

@@ -63,7 +63,9 @@ class PredictivePolicy:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PredictivePolicy:
-        return cls(build_config(PredictiveConfig, params, "target_utilization"), bounds_from(params))
+        return cls(
+            build_config(PredictiveConfig, params, "target_utilization"), bounds_from(params)
+        )
 
     def decide(self, obs: Observation) -> Decision:
         if not obs.has_data:
@@ -121,4 +123,6 @@ class PredictivePolicy:
             return
         sample = obs.completion_rate / ready
         lo, hi = 0.25 * c.capacity_per_replica, 4.0 * c.capacity_per_replica
-        self.capacity = min(max(self.capacity + c.capacity_alpha * (sample - self.capacity), lo), hi)
+        self.capacity = min(
+            max(self.capacity + c.capacity_alpha * (sample - self.capacity), lo), hi
+        )

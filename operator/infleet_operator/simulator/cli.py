@@ -30,9 +30,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     a("--rate", type=float, default=120.0, help="mean req/s of a synthetic trace")
     a("--seed", type=int, default=0)
     a("--policy", default="all", choices=(*POLICY_NAMES, "all"))
-    a("--target", type=float, default=None,
-      help="policy target: queue/replica (hpa), concurrency/replica (kpa), utilisation"
-      " (predictive, oracle)")
+    a(
+        "--target",
+        type=float,
+        default=None,
+        help="policy target: queue/replica (hpa), concurrency/replica (kpa), utilisation"
+        " (predictive, oracle)",
+    )
     a("--min", dest="min_replicas", type=int, default=1)
     a("--max", dest="max_replicas", type=int, default=100)
     a("--start-delay", type=float, default=120.0, help="pod start-to-Ready seconds")
@@ -55,7 +59,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     from infleet_operator.simulator.service import DEFAULT_TABLE, load_table
     from infleet_operator.simulator.traces import make_trace
 
-    say = (lambda *_: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    def say(message: str) -> None:
+        if not args.json:
+            print(message, file=sys.stderr, flush=True)
+
     try:
         trace = make_trace(args.trace, args.duration, args.rate, args.seed)
         table = load_table(args.service_table) if args.service_table else DEFAULT_TABLE
@@ -73,17 +80,27 @@ def run_simulate(args: argparse.Namespace) -> int:
         tick_s=args.tick,
         seed=args.seed,
     )
-    say(f"trace {trace.name}: {len(trace.arrivals):,} requests over {trace.duration:,.0f}s"
-        f" ({trace.mean_rate:.1f} req/s mean)")
+    say(
+        f"trace {trace.name}: {len(trace.arrivals):,} requests over {trace.duration:,.0f}s"
+        f" ({trace.mean_rate:.1f} req/s mean)"
+    )
     names = POLICY_NAMES if args.policy == "all" else (args.policy,)
     results, rows = {}, []
     for name in names:
         policy = policy_for(
-            name, trace, fleet, None if args.policy == "all" else args.target,
-            args.min_replicas, args.max_replicas,
+            name,
+            trace,
+            fleet,
+            None if args.policy == "all" else args.target,
+            args.min_replicas,
+            args.max_replicas,
         )
         started = time.perf_counter()
-        result = simulate(trace, policy, fleet, progress=lambda f, n=name: say(f"  {n}: {f:.0%}"))
+
+        def tell(share: float, n: str = name) -> None:
+            say(f"  {n}: {share:.0%}")
+
+        result = simulate(trace, policy, fleet, progress=tell)
         say(f"{name}: simulated in {time.perf_counter() - started:.1f}s")
         results[name] = result
         rows.append(summarize(name, result, args.slo_ms / 1000))
@@ -91,8 +108,11 @@ def run_simulate(args: argparse.Namespace) -> int:
         plot(results, args.slo_ms / 1000, args.plot)
         say(f"plot written to {args.plot}")
     if args.json:
-        json.dump({"trace": trace.name, "slo_ms": args.slo_ms,
-                   "results": [r.as_dict() for r in rows]}, sys.stdout, indent=2)
+        json.dump(
+            {"trace": trace.name, "slo_ms": args.slo_ms, "results": [r.as_dict() for r in rows]},
+            sys.stdout,
+            indent=2,
+        )
         print()
     else:
         print(f"SLO {args.slo_ms:.0f} ms, start delay {args.start_delay:.0f}s, lb {args.lb}")

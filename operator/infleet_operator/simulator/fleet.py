@@ -14,6 +14,7 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ class FleetSim:
         self.n = len(self.arr)
         self.svc = service_times(c.service_table, c.max_batch)
         self.rng = np.random.default_rng(c.seed)
-        self.heap: list[tuple[float, int, int, object]] = []
+        self.heap: list[tuple[float, int, int, Any]] = []
         self.seq = 0
         self.replicas: list[_Replica] = []
         self.shared = _Batcher() if c.lb == "least-queue" else None
@@ -106,14 +107,14 @@ class FleetSim:
         self._orphan_from: int | None = None  # round-robin with no serving replica
 
     # -- event plumbing ---------------------------------------------------------
-    def _push(self, t: float, kind: int, obj: object = None) -> None:
+    def _push(self, t: float, kind: int, obj: Any = None) -> None:
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, kind, obj))
 
     def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
         c, end = self.cfg, self.trace.duration
         first = self.trace.rate[:60].mean() if len(self.trace.rate) else 0.0
-        cap = self.svc and c.max_batch / self.svc[c.max_batch]
+        cap = c.max_batch / self.svc[c.max_batch]
         start = c.initial_replicas or max(1, math.ceil(first / (0.7 * cap)))
         start = min(max(start, self.policy.bounds.min_replicas), self.policy.bounds.max_replicas)
         for _ in range(start):
@@ -125,13 +126,13 @@ class FleetSim:
         while heap:
             t, _, kind, obj = pop(heap)
             if kind == DONE:
-                self._done(obj, t)  # type: ignore[arg-type]
+                self._done(obj, t)
             elif kind == DISPATCH:
-                b, version = obj  # type: ignore[misc]
+                b, version = obj
                 if version == b.version:
                     self._kick(b, t)
             elif kind == READY:
-                self._ready(obj, t)  # type: ignore[arg-type]
+                self._ready(obj, t)
             elif kind == SCRAPE:
                 self._scrape(t)
                 if t + c.scrape_interval_s <= end:
