@@ -8,9 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from infleet_worker.protocol.errors import ErrorKind, InferError, invalid
-from infleet_worker.protocol.http_codec import decode_request, encode_response
+from infleet_worker.protocol.http_codec import decode_request, decompress, encode_response
 from infleet_worker.service import InferenceService
 
 log = logging.getLogger("infleet_worker.http")
@@ -115,9 +116,15 @@ class HttpFrontend:
                 f"{self.max_request_bytes} bytes",
             )
         svc.check_model(m, v)
-        # aiohttp inflates Content-Encoding gzip/deflate bodies itself, and counts the
-        # inflated size against client_max_size (so a zip bomb stops at the limit).
-        body = await request.read()
+        try:
+            body = await request.read()
+        except RequestPayloadError as e:
+            raise invalid(f"cannot read the request body: {e}".replace("\n", " ")) from None
+        # The runner has auto_decompress off (aiohttp's own inflater can leave a broken
+        # stream unanswered): inflate here, bounded by max_request_bytes.
+        encoding = request.headers.get("Content-Encoding")
+        if encoding:
+            body = decompress(body, encoding, self.max_request_bytes)
         raw_len = request.headers.get(HEADER_LENGTH)
         header_length: int | None = None
         if raw_len is not None:

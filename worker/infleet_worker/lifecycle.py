@@ -93,7 +93,13 @@ class Worker:
         event(log, "ready", "ready", model=self.cfg.model.name)
 
     async def _start_app(self, app: web.Application, host: str, port: int) -> web.AppRunner:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=30)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=30,
+            auto_decompress=False,  # the infer handler inflates, with a size bound
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
         try:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from infleet_worker.protocol.datatypes import DATATYPES, decode_raw, encode_raw
-from infleet_worker.protocol.errors import InferError, invalid
+from infleet_worker.protocol.errors import ErrorKind, InferError, invalid
 from infleet_worker.tensors import NUMPY_DTYPES, InferRequest, InferResult, Tensor
 
 MAX_DIMS = 16
@@ -30,6 +31,29 @@ class OutputPlan:
 
     default_binary: bool
     binary: dict[str, bool]
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip|deflate`` without inflating past ``limit`` bytes."""
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif enc == "deflate":  # zlib-wrapped, as tritonclient sends it (raw deflate accepted too)
+        wbits = zlib.MAX_WBITS if body[:1] and (body[0] & 0x0F) == 8 else -zlib.MAX_WBITS
+    else:
+        raise invalid(f"unsupported Content-Encoding {encoding!r} (gzip, deflate)")
+    try:
+        d = zlib.decompressobj(wbits)
+        out = d.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise invalid(f"cannot inflate the {enc} request body: {e}") from None
+    if len(out) > limit:
+        raise InferError(ErrorKind.TOO_LARGE, f"inflated request body exceeds {limit} bytes")
+    if not d.eof:
+        raise invalid(f"truncated {enc} request body")
+    return out
 
 
 def _shape(raw: Any, where: str) -> tuple[int, ...]:
