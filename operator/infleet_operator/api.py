@@ -103,7 +103,7 @@ class AutoscalingSpec(Spec):
 
     model_config = cel(
         {
-            "rule": "self.minReplicas <= self.maxReplicas",
+            "rule": "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
             "message": "minReplicas must be <= maxReplicas",
             "fieldPath": ".minReplicas",
         }

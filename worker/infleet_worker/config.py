@@ -152,12 +152,12 @@ class EngineSpec(Spec):
 
     model_config = cel(
         {
-            "rule": "self.batchBuckets.all(b, b >= 1)",
+            "rule": "!has(self.batchBuckets) || self.batchBuckets.all(b, b >= 1)",
             "message": "batchBuckets entries must be >= 1",
             "fieldPath": ".batchBuckets",
         },
         {
-            "rule": "size(self.batchBuckets) < 2 || "
+            "rule": "!has(self.batchBuckets) || size(self.batchBuckets) < 2 || "
             "self.batchBuckets.all(b, self.batchBuckets.filter(x, x == b).size() == 1)",
             "message": "batchBuckets must not repeat a size",
             "fieldPath": ".batchBuckets",
@@ -211,7 +211,8 @@ class BatchingSpec(Spec):
 
     model_config = cel(
         {
-            "rule": "self.defaultPriorityLevel <= self.priorityLevels",
+            "rule": "!has(self.defaultPriorityLevel) || !has(self.priorityLevels) || "
+            "self.defaultPriorityLevel <= self.priorityLevels",
             "message": "defaultPriorityLevel must be <= priorityLevels",
             "fieldPath": ".defaultPriorityLevel",
         }
@@ -297,7 +298,8 @@ class CacheSpec(Spec):
 
     model_config = cel(
         {
-            "rule": "self.mode == 'off' || has(self.redis.url) || has(self.redis.secretRef)",
+            "rule": "!has(self.mode) || self.mode == 'off' || "
+            "(has(self.redis) && (has(self.redis.url) || has(self.redis.secretRef)))",
             "message": "cache.mode is not off: set cache.redis.url or cache.redis.secretRef",
             "fieldPath": ".redis",
         }
@@ -383,6 +385,8 @@ def check_engine_vs_batching(engine: EngineSpec, batching: BatchingSpec) -> None
 
 
 # The same two rules for the API server, attached at the level that holds both fields.
+# (Rules on objects that default to {} guard with has(): the API server checks each
+# rule against the schema's own default value, where nested defaults are not filled.)
 ENGINE_VS_BATCHING_CEL: list[CelRule] = [
     {
         "rule": "self.engine.microBatches <= self.batching.maxBatchSize",
