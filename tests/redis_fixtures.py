@@ -10,7 +10,9 @@ Fixtures
 Each yields (or for ``redis_url`` uses) a :class:`RedisServer`: ``.url``, ``.port``,
 ``.stop()``, ``.kill()`` (SIGKILL, for outage tests), ``.pause()`` / ``.resume()``
 (SIGSTOP/SIGCONT: a hung Redis), ``.start()`` / ``.restart()`` (same port),
-``.flushall()``, ``.client()`` (a sync redis.Redis). Servers bind
+``.flushall()``, ``.client()`` (a sync redis.Redis). ``RedisServer(dir, password=...,
+tls=True)`` makes AUTH and TLS servers (TLS: a self-signed certificate, URL
+``rediss://...?ssl_ca_certs=<ca.pem>``). Servers bind
 127.0.0.1 only, keep nothing on disk (``--save "" --appendonly no``), and
 work in a temporary directory. Needs /usr/bin/redis-server (or $REDIS_SERVER).
 """
@@ -49,7 +51,12 @@ class RedisServer:
     """One redis-server child process on 127.0.0.1:<port>."""
 
     def __init__(
-        self, workdir: Path, *, port: int | None = None, password: str | None = None
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+        tls: bool = False,
     ) -> None:
         binary = redis_server_binary()
         if binary is None:
@@ -60,11 +67,35 @@ class RedisServer:
         self.port = port or _free_port()
         self._may_move = port is None  # until the first successful start
         self.password = password
+        self.tls = tls
+        self.ca_file = self.workdir / "tls" / "ca.pem"
+        if tls:
+            self._make_certificate()
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _make_certificate(self) -> None:
+        """A self-signed certificate for 127.0.0.1 (it is its own CA)."""
+        tls_dir = self.ca_file.parent
+        tls_dir.mkdir(exist_ok=True)
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            pytest.skip("openssl not installed")
+        subprocess.run(
+            [
+                openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                "-keyout", str(tls_dir / "key.pem"), "-out", str(self.ca_file),
+                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
 
     @property
     def url(self) -> str:
+        """redis://[:password@]127.0.0.1:port/0, or rediss://...?ssl_ca_certs=... with TLS."""
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.ca_file}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
@@ -74,7 +105,7 @@ class RedisServer:
     def _args(self) -> list[str]:
         args = [
             self.binary,
-            "--port", str(self.port),
+            "--port", "0" if self.tls else str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.workdir),
             "--save", "",
@@ -84,6 +115,15 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            tls_dir = self.ca_file.parent
+            args += [
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.ca_file),
+                "--tls-key-file", str(tls_dir / "key.pem"),
+                "--tls-ca-cert-file", str(self.ca_file),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         return args
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:

@@ -27,7 +27,8 @@ class CachedServer(ServerThread):
     """A worker server whose cache is built by build_cache on the worker's own registry."""
 
     def __init__(self, redis_url: str, mode: str, **cache: Any) -> None:
-        cfg = worker_config(cache={"mode": mode, "redis": {"url": redis_url}, **cache})
+        redis = {"url": redis_url, "timeoutMilliseconds": 1000}  # busy CI hosts
+        cfg = worker_config(cache={"mode": mode, "redis": redis, **cache})
         self.registry = CollectorRegistry()
         super().__init__(cfg, MLPEngine(), build_cache(cfg, self.registry))
 

@@ -26,6 +26,7 @@ def _build(
 ) -> tuple[ResultCache, CollectorRegistry]:
     reg = CollectorRegistry()
     model = kw.pop("model", "enc")
+    kw.setdefault("timeout_milliseconds", 1000)  # no spurious timeouts on a busy CI host
     version = kw.pop("version", "1")
     cache = build_cache(cache_config(url, mode, model=str(model), version=str(version), **kw), reg)
     assert cache is not None
@@ -279,3 +280,36 @@ async def test_auth(tmp_path: object) -> None:
         assert not res.cached and "embedding" in res.outputs
         assert _sample(reg, "infleet_cache_errors_total", mode="output", kind="auth") == 1
         await bad.close()
+
+
+async def test_tls(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from redis_fixtures import RedisServer
+
+    with RedisServer(Path(str(tmp_path)), password="pw", tls=True) as server:
+        assert server.url.startswith("rediss://")
+        cache, _ = _build(server.url, timeout_milliseconds=2000)  # TLS handshake, busy host
+        model = CountingEmbedder(dim=4)
+        await serve(cache, model, ids_request(_rows(1)))
+        await _flush(cache)
+        assert (await serve(cache, model, ids_request(_rows(1)))).cached
+        await cache.close()
+        # a client that does not trust the server's certificate: fail open, counted
+        untrusted, reg2 = _build(server.url.split("?", 1)[0], timeout_milliseconds=2000)
+        res = await serve(untrusted, model, ids_request(_rows(1)))
+        assert not res.cached and "embedding" in res.outputs
+        assert _sample(reg2, "infleet_cache_errors_total", mode="output", kind="connection") >= 1
+        await untrusted.close()
+        # plain text against the TLS port does not work either, and does not crash
+        plain, reg3 = _build(server.url.split("?", 1)[0].replace("rediss://", "redis://"))
+        res = await serve(plain, model, ids_request(_rows(1)))
+        assert not res.cached
+        assert (
+            sum(
+                _sample(reg3, "infleet_cache_errors_total", mode="output", kind=k)
+                for k in ("connection", "timeout", "redis")
+            )
+            == 1
+        )
+        await plain.close()
