@@ -156,3 +156,87 @@ def test_tick_holds_when_metrics_missing() -> None:
         pod_start_s=None,
     )
     assert outcome.plan.replicas == 3 and not outcome.plan.changed
+
+
+# -- timer helpers (pure parts of the kopf timer) -----------------------------------------
+def _pod(name: str, ip: str | None, ready: bool, deleting: bool = False) -> dict[str, object]:
+    md: dict[str, object] = {"name": name}
+    if deleting:
+        md["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    st: dict[str, object] = {
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]
+    }
+    if ip:
+        st["podIP"] = ip
+    return {"metadata": md, "status": st}
+
+
+def test_only_ready_serving_pods_are_scraped() -> None:
+    from infleet_operator.scaler.timer import ready_pod_targets
+
+    pods = [
+        _pod("a", "10.0.0.1", True),
+        _pod("b", "10.0.0.2", False),  # starting: carries no load yet
+        _pod("c", None, True),
+        _pod("d", "10.0.0.4", True, deleting=True),
+    ]
+    assert ready_pod_targets(pods) == {"a": "10.0.0.1"}  # type: ignore[arg-type]
+
+
+def test_status_patch_sets_scaling_limited_and_keeps_other_conditions() -> None:
+    from infleet_operator.scaler.timer import status_patch
+
+    spec = AutoscalingSpec.model_validate(
+        {
+            "enabled": True,
+            "policy": "hpa",
+            "minReplicas": 1,
+            "maxReplicas": 2,
+            "targetQueueDepthPerReplica": 1,
+            "intervalSeconds": 1,
+        }
+    )
+    scaler = Autoscaler.for_spec(spec, 10.0)
+    scaler.tick(
+        now=0.0,
+        samples={"a": _s(0, 0)},
+        current_replicas=2,
+        ready_replicas=2,
+        spec=spec,
+        pod_start_s=10.0,
+    )
+    outcome = scaler.tick(
+        now=15.0,
+        samples={"a": _s(1000, 900, queue=50, inflight=60)},
+        current_replicas=2,
+        ready_replicas=2,
+        spec=spec,
+        pod_start_s=10.0,
+    )
+    assert outcome.decision.limited_by == "max"
+    body = {
+        "metadata": {"resourceVersion": "7"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    patch = status_patch(body, outcome)
+    assert patch is not None
+    types = {c["type"]: c for c in patch["status"]["conditions"]}
+    assert types["Ready"]["status"] == "True"
+    assert types["ScalingLimited"]["status"] == "True"
+    assert types["ScalingLimited"]["reason"] == "AtMaxReplicas"
+    assert patch["metadata"]["resourceVersion"] == "7"
+
+
+def test_prometheus_queries_and_missing_pods() -> None:
+    from infleet_operator.scaler.prometheus import assemble, per_pod, queries
+
+    qs = queries("ns", ["w-1", "w-2"])
+    assert 'pod=~"w-1|w-2"' in qs["queue_depth"]
+    assert 'outcome=~"cache_hit|success"' in qs["served_total"]
+    ok = {"status": "success", "data": {"result": [{"metric": {"pod": "w-1"}, "value": [0, "3"]}]}}
+    values = {f: per_pod(ok) for f in qs}
+    samples = assemble(["w-1", "w-2"], values)
+    assert samples["w-1"] is not None and samples["w-1"].queue_depth == 3
+    assert samples["w-2"] is None  # absent from Prometheus = missing, not zero
+    with pytest.raises(ValueError):
+        per_pod({"status": "error", "error": "bad query"})

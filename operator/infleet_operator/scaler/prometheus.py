@@ -1,0 +1,80 @@
+"""Read worker metrics from Prometheus instead of scraping pods (spec.autoscaling.metrics).
+
+Per-pod instant vectors of the same series the pod scrape reads, so the same
+observer turns them into rates. Requires Prometheus to keep the ``namespace``
+and ``pod`` labels (the chart's ServiceMonitor does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+
+from infleet_operator.scaler.samples import SERVED_OUTCOMES, WorkerSample
+
+log = logging.getLogger(__name__)
+
+_SERIES = {
+    "queue_depth": "sum by (pod) (infleet_queue_depth{{{sel}}})",
+    "inflight": "sum by (pod) (infleet_inflight_requests{{{sel}}})",
+    "arrivals_total": "sum by (pod) (infleet_request_arrivals_total{{{sel}}})",
+    "served_total": 'sum by (pod) (infleet_requests_total{{{sel},outcome=~"{served}"}})',
+}
+
+
+def queries(namespace: str, pods: list[str]) -> dict[str, str]:
+    sel = f'namespace="{namespace}",pod=~"{"|".join(pods)}"'
+    served = "|".join(sorted(SERVED_OUTCOMES))
+    return {field: q.format(sel=sel, served=served) for field, q in _SERIES.items()}
+
+
+def per_pod(result: dict[str, Any]) -> dict[str, float]:
+    """``{pod: value}`` from a Prometheus instant-query response body."""
+    if result.get("status") != "success":
+        raise ValueError(f"prometheus error: {result.get('error', result)}")
+    out = {}
+    for item in result["data"]["result"]:
+        out[item["metric"].get("pod", "")] = float(item["value"][1])
+    return out
+
+
+def assemble(
+    pods: list[str], values: dict[str, dict[str, float]]
+) -> dict[str, WorkerSample | None]:
+    samples: dict[str, WorkerSample | None] = {}
+    for pod in pods:
+        if not all(pod in values.get(f, {}) for f in ("queue_depth", "inflight", "arrivals_total")):
+            samples[pod] = None  # missing, never zero
+            continue
+        samples[pod] = WorkerSample(
+            queue_depth=values["queue_depth"][pod],
+            inflight=values["inflight"][pod],
+            arrivals_total=values["arrivals_total"][pod],
+            served_total=values.get("served_total", {}).get(pod, 0.0),
+            ready=True,
+        )
+    return samples
+
+
+async def scrape_prometheus(
+    url: str, namespace: str, targets: dict[str, str], timeout_s: float
+) -> dict[str, WorkerSample | None]:
+    pods = sorted(targets)
+    if not pods:
+        return {}
+    qs = queries(namespace, pods)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as s:
+
+            async def one(q: str) -> dict[str, float]:
+                async with s.get(f"{url.rstrip('/')}/api/v1/query", params={"query": q}) as r:
+                    return per_pod(await r.json())
+
+            results = await asyncio.gather(*(one(q) for q in qs.values()))
+    except (TimeoutError, aiohttp.ClientError, ValueError, KeyError) as exc:
+        log.info("prometheus query failed: %s", exc or type(exc).__name__)
+        return dict.fromkeys(pods)
+    return assemble(pods, dict(zip(qs, results, strict=True)))
