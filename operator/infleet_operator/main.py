@@ -111,6 +111,7 @@ async def run(cfg: OperatorConfig) -> None:
     import kopf
 
     from infleet_operator import handlers  # noqa: F401  (registers the handlers)
+    from infleet_operator.scaler import timer  # noqa: F401  (the autoscaler timer)
 
     await wait_for_crd()
     if cfg.metrics_port:
