@@ -49,14 +49,6 @@ def test_bad_parameter_is_a_load_error() -> None:
         load_engine(config("builtin://mlp", model={"parameters": {"widht": "8"}}))
 
 
-def test_pipeline_parallel_not_yet() -> None:
-    cfg = WorkerConfig.model_validate(
-        {"model": {"name": "m", "source": "builtin://mlp"}, "engine": {"pipelineParallel": 2}}
-    )
-    with pytest.raises(ModelLoadError, match="pipelineParallel > 1 not implemented yet"):
-        load_engine(cfg)
-
-
 def test_run_rejects_bad_inputs_with_engine_error() -> None:
     engine = load_engine(config("builtin://mlp", model={"parameters": SMALL_MLP}))
     with pytest.raises(EngineError, match="no inputs"):

@@ -8,6 +8,7 @@ any device torch does; embeddings, norms and biases stay in the activation dtype
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -72,7 +73,8 @@ def quantize_int8(module: nn.Module, dtype: torch.dtype) -> int:
 def cast_precision(model: nn.Module, precision: str, device: torch.device) -> nn.Module:
     """Cast (or quantize) ``model`` for ``precision`` and move it to ``device``."""
     dtype = compute_dtype(precision, device)
-    model.eval()
+    with contextlib.suppress(NotImplementedError):  # torch.export modules: no eval()
+        model.eval()
     if precision == "int8":
         if isinstance(model, torch.jit.ScriptModule):
             raise ModelLoadError("precision int8 needs an nn.Module; TorchScript cannot be swapped")
