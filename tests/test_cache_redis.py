@@ -46,6 +46,13 @@ def test_mode_off_builds_nothing() -> None:
     assert build_cache(cache_config(None, "off"), CollectorRegistry()) is None
 
 
+def test_embedding_mode_needs_a_row_independent_model() -> None:
+    cfg = cache_config("redis://127.0.0.1:1/0", "embedding")
+    assert isinstance(build_cache(cfg, CollectorRegistry()), EmbeddingCache)
+    assert isinstance(build_cache(cfg, CollectorRegistry(), row_independent=True), EmbeddingCache)
+    assert isinstance(build_cache(cfg, CollectorRegistry(), row_independent=False), OutputCache)
+
+
 async def test_output_cache_shared_between_two_workers(redis_url: str) -> None:
     a, reg_a = _build(redis_url)
     b, reg_b = _build(redis_url)

@@ -45,8 +45,13 @@ def build_cache(
     breaker_max_backoff_s: float = 5.0,
     max_connections: int = 64,
     max_pending_writes: int = 256,
+    row_independent: bool | None = None,
 ) -> ResultCache | None:
     """The configured cache, or None when cache.mode is off.
+
+    ``row_independent``: pass ``engine.row_independent`` when known. mode=embedding on
+    a model whose rows are not independent would serve wrong rows, so it falls back to
+    whole-request (output) entries, with a warning.
 
     Connects lazily: a Redis that is down at start-up does not stop the worker (the
     first look-ups fail open and the breaker opens). Raises ValueError only for a
@@ -56,7 +61,15 @@ def build_cache(
     if spec.mode == CacheMode.OFF:
         return None
     url = redis_url(cfg)
-    metrics = CacheMetrics(registry, cfg.model.name, spec.mode.value)
+    mode = spec.mode
+    if mode == CacheMode.EMBEDDING and row_independent is False:
+        log.warning(
+            "cache.mode=embedding needs a row-independent model; %s is not: "
+            "caching whole requests (mode=output) instead",
+            cfg.model.name,
+        )
+        mode = CacheMode.OUTPUT
+    metrics = CacheMetrics(registry, cfg.model.name, mode.value)
     store = RedisStore(
         url,
         timeout_s=spec.redis.timeout_milliseconds / 1000.0,
@@ -69,10 +82,10 @@ def build_cache(
         max_connections=max_connections,
         max_pending_writes=max_pending_writes,
     )
-    cls = EmbeddingCache if spec.mode == CacheMode.EMBEDDING else OutputCache
+    cls = EmbeddingCache if mode == CacheMode.EMBEDDING else OutputCache
     log.info(
         "cache: mode=%s namespace=%s ttl=%ss tls=%s",
-        spec.mode.value,
+        mode.value,
         spec.namespace,
         spec.ttl_seconds,
         url.startswith("rediss://"),
