@@ -85,6 +85,10 @@ class ServerThread:
         """Run a coroutine in the server's loop (e.g. worker.drain())."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def call_soon(self, coro: Any) -> Any:
+        """Start a coroutine in the server's loop; returns a concurrent Future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
     def stop(self) -> None:
         if self._stop is not None and self._thread.is_alive():
             self.loop.call_soon_threadsafe(self._stop.set)
