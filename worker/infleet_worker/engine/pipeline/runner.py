@@ -116,6 +116,8 @@ class PipelineRunner:
         """One batch of CPU tensors -> CPU outputs, through every stage in micro-batches."""
         if self._closed.is_set():
             raise EngineError("the pipeline is shut down")
+        if self.device.type == "cuda":  # pinned: stage 0's copies to the GPU stay async
+            inputs = tuple(x.pin_memory() for x in inputs)
         n = int(inputs[0].shape[0])
         spans = offsets(split_sizes(n, self.micro_batches))
         packed = self.tuple_state or len(inputs) > 1
