@@ -156,3 +156,13 @@ def test_key_does_not_mutate_request() -> None:
     assert r.inputs.keys() == before.inputs.keys()
     for k in r.inputs:
         assert np.array_equal(r.inputs[k].array, before.inputs[k].array)
+
+
+def test_key_format_is_pinned() -> None:
+    """Workers of different builds share one Redis: the encoding must not drift silently.
+
+    Changing it is fine only together with a new KEY_FORMAT tag (old entries then miss).
+    """
+    assert output_key("ns", _req()) == (
+        "ns:o:enc:1:1aa475f60741f4c855a0877dc7b491b2cfe6be7621be434dbca93441d0b6acb0"
+    )

@@ -136,6 +136,9 @@ class OutputCache(_RedisCache):
         state = lookup.state
         if not isinstance(state, _OutputState):
             return computed
+        if not self.store.breaker.is_closed:  # would not be stored: skip the encoding
+            self.metrics.bypassed["breaker_open"].inc()
+            return computed
         try:
             value = encode(computed.outputs)
         except CodecError:
@@ -313,6 +316,9 @@ class EmbeddingCache(_RedisCache):
         return InferResult(merged, cached=False)
 
     def _store_rows(self, state: _EmbeddingState, computed: InferResult) -> None:
+        if not self.store.breaker.is_closed:  # would not be stored: skip the encoding
+            self.metrics.bypassed["breaker_open"].inc()
+            return
         items: list[tuple[str, bytes]] = []
         for j, i in enumerate(state.compute_rows):
             try:
