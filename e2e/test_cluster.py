@@ -301,7 +301,7 @@ def test_pod_env_token_volumes_and_host_service(cluster: Cluster, ns: str) -> No
     logs = list((cluster.run_dir / "pods").glob(f"{ns}_checker_*/logs/check.log"))
     text = logs[0].read_text()
     assert p.status.phase == "Succeeded", text
-    result = json.loads(text.split("RESULT ", 1)[1].splitlines()[0])
+    result = json.loads(text.rsplit("RESULT ", 1)[1].splitlines()[0])
     assert result["api"] == "APIVersions"
     assert result["host"] == "hello from the host\n"
     assert result["secret_file"] == "s3cret"
@@ -453,7 +453,11 @@ def test_kubectl_server_side_apply_and_helm(cluster: Cluster, ns: str, tmp_path:
         """
     )
     cluster.run_kubectl("apply", "--server-side", "-f", "-", input=manifest)
-    got = json.loads(cluster.run_kubectl("get", "configmap", "applied", "-n", ns, "-o", "json"))
+    got = json.loads(
+        cluster.run_kubectl(
+            "get", "configmap", "applied", "-n", ns, "-o", "json", "--show-managed-fields"
+        )
+    )
     assert got["data"] == {"key": "value"}
     assert any(m["manager"] == "kubectl" for m in got["metadata"]["managedFields"])
     assert "infleet-node-0" in cluster.run_kubectl("get", "nodes")

@@ -144,6 +144,7 @@ def down(args: argparse.Namespace) -> int:
         owner = net._bridge_owner(br) if net.link_exists(br) else None
         if owner is None or not _alive(owner):
             net.cleanup_slot(slot)
+    net.remove_blackholes_if_unused()
     left = net.leftovers()
     print(
         "cluster down"

@@ -101,6 +101,7 @@ class Cluster:
     kubeconfig: Path = field(default=Path(), init=False)
     server: str = field(default="", init=False)
     api_port: int = field(default=0, init=False)
+    component_ports: list[int] = field(default_factory=list, init=False)
     pki_dir: Path = field(default=Path(), init=False)
     start_seconds: float = field(default=0.0, init=False)
     agent: Any = field(default=None, init=False)
@@ -267,6 +268,12 @@ class Cluster:
                 f"--tls-cert-file={d / 'apiserver.crt'}",
                 f"--tls-private-key-file={d / 'apiserver.key'}",
                 f"--client-ca-file={d / 'ca.crt'}",
+                # front-proxy settings only so components stop logging their absence
+                f"--requestheader-client-ca-file={d / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--service-account-issuer={SA_ISSUER}",
                 f"--service-account-key-file={d / 'sa.pub'}",
                 f"--service-account-signing-key-file={d / 'sa.key'}",
@@ -284,6 +291,7 @@ class Cluster:
         self._wait_http(f"{self.server}/readyz", "kube-apiserver", 60, api)
 
         kcm_port, sched_port = free_port(), free_port()
+        self.component_ports = [etcd_client, etcd_peer, kcm_port, sched_port]
         kcm = self._component(
             "kube-controller-manager",
             [

@@ -88,12 +88,39 @@ def cleanup_slot(slot: int) -> None:
         ip("link", "del", f"infleet{slot}", check=False)
 
 
+def ensure_blackholes() -> None:
+    """Unreachable routes for the pod supernet and the service CIDR.
+
+    Live bridges' /20 routes are more specific and win; anything else in those
+    ranges (a finished cluster's pod IP, a ClusterIP) fails locally instead of
+    following the default route off the machine.
+    """
+    for cidr in (str(POD_SUPERNET), SERVICE_CIDR):
+        ip("route", "replace", "blackhole", cidr, check=False)
+
+
+def remove_blackholes_if_unused() -> None:
+    if any(link_exists(f"infleet{i}") for i in range(SLOTS)):
+        return
+    for cidr in (str(POD_SUPERNET), SERVICE_CIDR):
+        ip("route", "del", "blackhole", cidr, check=False)
+
+
 def leftovers() -> dict[str, list[str]]:
     """Every infleet netns/link on the machine (for the teardown test)."""
     links = re.findall(
         r"^\d+:\s+((?:infleet\d+|inf\d+v[0-9a-f]+))[@:]", ip("-o", "link").stdout, re.M
     )
-    return {"netns": [n for n in list_netns() if n.startswith("infleet")], "links": links}
+    routes = [
+        line
+        for line in ip("route", "show", "type", "blackhole").stdout.splitlines()
+        if line.split()[1] in (str(POD_SUPERNET), SERVICE_CIDR)
+    ]
+    return {
+        "netns": [n for n in list_netns() if n.startswith("infleet")],
+        "links": links,
+        "routes": routes,
+    }
 
 
 @dataclass
@@ -135,6 +162,7 @@ class Network:
         raise RuntimeError("all 16 infleet network slots are in use (`make cluster-down`?)")
 
     def _make_bridge(self) -> None:
+        ensure_blackholes()
         ip("link", "add", self.bridge, "type", "bridge")
         ip(
             "link",
@@ -200,3 +228,4 @@ class Network:
 
     def destroy(self) -> None:
         cleanup_slot(self.slot)
+        remove_blackholes_if_unused()
