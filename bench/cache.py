@@ -238,8 +238,11 @@ def start_worker(
     path = tmp / "worker.json"
     path.write_text(json.dumps(doc))
     log = open(tmp / "worker.log", "wb")  # noqa: SIM115
+    # Idle OpenMP threads sleep instead of spinning: on a small shared host a spinning
+    # intra-op pool starves the worker's event loop, which serves the cache hits.
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     proc = subprocess.Popen(
-        [PY, "-m", "infleet_worker.cli", "--config", str(path)], stdout=log, stderr=log
+        [PY, "-m", "infleet_worker.cli", "--config", str(path)], stdout=log, stderr=log, env=env
     )
     deadline = time.monotonic() + 300
     url = f"http://127.0.0.1:{ports['http']}/v2/health/ready"
