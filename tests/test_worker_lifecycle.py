@@ -178,8 +178,10 @@ def test_sigterm_under_load_loses_nothing(tmp_path: Path) -> None:
     assert len(before) > 20
     assert all(o == "ok" for o in before), [o for o in before if o != "ok"][:5]
     assert any(o == "ok" for o in after)  # served during the drain window
-    bad = [o for o in after if o != "ok" and not (o.startswith("503") or "UNAVAILABLE" in o
-                                                   or o.startswith("conn"))]  # fmt: skip
+    # After the signal: served, refused (503 / UNAVAILABLE), or - for an RPC that races
+    # the gRPC server's final stop - CANCELLED by grpc core; never a 5xx from the worker.
+    refused = ("503", "StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "conn")
+    bad = [o for o in after if o != "ok" and not o.startswith(refused)]
     assert not bad, bad[:5]
     for event in ("listening", "ready", "drain", "shut down"):
         assert event in log, log
