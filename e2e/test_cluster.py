@@ -35,7 +35,7 @@ WEB_SERVER = textwrap.dedent(
 
 @pytest.fixture
 def ns(cluster: Cluster) -> Any:
-    core = client.CoreV1Api(cluster.api_client())
+    core: Any = client.CoreV1Api(cluster.api_client())
     name = unique("e2e")
     core.create_namespace({"metadata": {"name": name}})
     yield name
@@ -72,14 +72,14 @@ def test_harness_start_time(cluster: Cluster) -> None:
 
 
 def test_nodes_ready_with_gpu_capacity(cluster: Cluster) -> None:
-    core = client.CoreV1Api(cluster.api_client())
+    core: Any = client.CoreV1Api(cluster.api_client())
     nodes = core.list_node(label_selector="infleet.dev/node-agent=true").items
     assert len(nodes) == cluster.nodes
     for n in nodes:
         assert n.status.allocatable["nvidia.com/gpu"] == str(cluster.gpus_per_node)
         conds = {c.type: c.status for c in n.status.conditions}
         assert conds["Ready"] == "True"
-    lease = client.CoordinationV1Api(cluster.api_client()).read_namespaced_lease(
+    lease: Any = client.CoordinationV1Api(cluster.api_client()).read_namespaced_lease(
         nodes[0].metadata.name, "kube-node-lease"
     )
     assert lease.spec.renew_time is not None
@@ -87,8 +87,9 @@ def test_nodes_ready_with_gpu_capacity(cluster: Cluster) -> None:
 
 def test_deployment_service_configmap_scale_and_delete(cluster: Cluster, ns: str) -> None:
     api = cluster.api_client()
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    disc = client.DiscoveryV1Api(api)
+    core: Any = client.CoreV1Api(api)
+    apps: Any = client.AppsV1Api(api)
+    disc: Any = client.DiscoveryV1Api(api)
     core.create_namespaced_config_map(
         ns,
         {"metadata": {"name": "web-content"}, "data": {"index.html": "hello from a configmap\n"}},
@@ -186,7 +187,7 @@ def test_deployment_service_configmap_scale_and_delete(cluster: Cluster, ns: str
 
 
 def test_garbage_collection_of_dependents(cluster: Cluster, ns: str) -> None:
-    core = client.CoreV1Api(cluster.api_client())
+    core: Any = client.CoreV1Api(cluster.api_client())
     owner = core.create_namespaced_config_map(ns, {"metadata": {"name": "owner"}})
     ref = {
         "apiVersion": "v1",
@@ -211,7 +212,7 @@ def test_garbage_collection_of_dependents(cluster: Cluster, ns: str) -> None:
 
 def test_pod_env_token_volumes_and_host_service(cluster: Cluster, ns: str) -> None:
     """A one-shot pod checks its environment, its SA token and reaches a host service."""
-    core = client.CoreV1Api(cluster.api_client())
+    core: Any = client.CoreV1Api(cluster.api_client())
     core.create_namespaced_config_map(ns, {"metadata": {"name": "cfg"}, "data": {"mode": "fast"}})
     core.create_namespaced_secret(
         ns, {"metadata": {"name": "sec"}, "stringData": {"password": "s3cret"}}
@@ -315,7 +316,7 @@ def test_pod_env_token_volumes_and_host_service(cluster: Cluster, ns: str) -> No
 
 
 def test_crash_loop_restart_count_and_exit_code(cluster: Cluster, ns: str) -> None:
-    core = client.CoreV1Api(cluster.api_client())
+    core: Any = client.CoreV1Api(cluster.api_client())
     core.create_namespaced_pod(
         ns,
         {
@@ -347,7 +348,7 @@ def test_crash_loop_restart_count_and_exit_code(cluster: Cluster, ns: str) -> No
 
 
 def test_unmapped_image_and_gpu_overcommit_stay_pending(cluster: Cluster, ns: str) -> None:
-    core = client.CoreV1Api(cluster.api_client())
+    core: Any = client.CoreV1Api(cluster.api_client())
     core.create_namespaced_pod(
         ns,
         {
@@ -392,7 +393,7 @@ def test_unmapped_image_and_gpu_overcommit_stay_pending(cluster: Cluster, ns: st
 
 
 def test_graceful_delete_sends_sigterm(cluster: Cluster, ns: str) -> None:
-    core = client.CoreV1Api(cluster.api_client())
+    core: Any = client.CoreV1Api(cluster.api_client())
     script = textwrap.dedent(
         """
         import signal, sys, time

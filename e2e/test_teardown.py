@@ -55,7 +55,7 @@ def test_teardown_leaves_nothing_behind(cluster_binaries: Any, tmp_path: Path) -
     try:
         assert c.network is not None
         slot, gateway, bridge = c.network.slot, c.gateway, c.network.bridge
-        core = client.CoreV1Api(c.api_client())
+        core: Any = client.CoreV1Api(c.api_client())
         core.create_namespaced_pod(
             "default",
             {

@@ -418,7 +418,9 @@ class Cluster:
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             c = self.components.get(name)
             if c is not None:
-                c.stop()
+                # kube-apiserver stops listening at once but may linger for a while after
+                # (endpoint lease removal): nothing here needs a clean etcd shutdown
+                c.stop(timeout=3.0)
         if self.network is not None:
             self.network.destroy()
             self.network = None

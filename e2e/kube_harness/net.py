@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-POD_SUPERNET = ipaddress.ip_network("10.211.0.0/16")
+POD_SUPERNET = ipaddress.IPv4Network("10.211.0.0/16")
 SLOTS = 16
 SERVICE_CIDR = "10.212.0.0/16"  # never routed: nothing may send traffic to ClusterIPs here
 

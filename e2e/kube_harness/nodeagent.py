@@ -185,7 +185,7 @@ class NodeAgent:
         for w in workers:
             w.join(10)
         for t in self.threads:
-            t.join(5)
+            t.join(1)  # the watch thread may sit in a long poll: it is a daemon and checks stopping
         log.info("node agent stopped")
         log.removeHandler(self._log_handler)
         self._log_handler.close()
@@ -285,7 +285,7 @@ class NodeAgent:
     def _renew_lease(self, name: str) -> None:
         from kubernetes import client
 
-        coord = client.CoordinationV1Api(self.api_client_factory())
+        coord: Any = client.CoordinationV1Api(self.api_client_factory())
         renew = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body = {
             "apiVersion": "coordination.k8s.io/v1",
@@ -330,7 +330,7 @@ class NodeAgent:
         while not self.stopping.is_set():
             try:
                 api = self.api_client_factory()
-                core = client.CoreV1Api(api)
+                core: Any = client.CoreV1Api(api)
                 resp = core.list_pod_for_all_namespaces(_preload_content=False)
                 listing = json.loads(resp.data)
                 rv = listing["metadata"]["resourceVersion"]
@@ -1041,10 +1041,10 @@ class PodWorker:
             ref = ef.get("configMapRef") or ef.get("secretRef") or {}
             try:
                 data = cm(ref["name"]) if "configMapRef" in ef else secret(ref["name"])
-            except client.ApiException as e:
-                if e.status == 404 and ref.get("optional"):
+            except client.ApiException as exc:
+                if exc.status == 404 and ref.get("optional"):
                     continue
-                raise EnvError(f"envFrom {ref.get('name')}: {e.reason}") from e
+                raise EnvError(f"envFrom {ref.get('name')}: {exc.reason}") from exc
             for k, v in data.items():
                 env[prefix + k] = v
         for e in c.get("env") or []:

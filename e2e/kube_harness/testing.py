@@ -9,14 +9,12 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 
 def wait_for(
-    fn: Callable[[], T | None], timeout: float = 60, interval: float = 0.3, what: str = ""
-) -> T:
+    fn: Callable[[], Any], timeout: float = 60, interval: float = 0.3, what: str = ""
+) -> Any:
     """Call ``fn`` until it returns something truthy; raise TimeoutError with the last value."""
     deadline = time.monotonic() + timeout
     last: Any = None
