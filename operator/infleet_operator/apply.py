@@ -21,6 +21,7 @@ in an Event.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,8 +114,12 @@ async def reconcile_children(
     kube: KubeApi,
     body: Obj,
     spec: api.InferenceDeploymentSpec,
+    on_applied: Callable[[str], Awaitable[None]] | None = None,
 ) -> ApplyResult:
-    """Bring every child to its rendered state. Idempotent; safe to interrupt and rerun."""
+    """Bring every child to its rendered state. Idempotent; safe to interrupt and rerun.
+
+    ``on_applied("Kind/name")`` is awaited after each child (logging, tests).
+    """
     rendered = children.render(body, spec)
     md = body["metadata"]
     result = ApplyResult()
@@ -139,4 +144,6 @@ async def reconcile_children(
         result.objects[key] = applied
         if obj["kind"] == "Deployment":
             result.deployment_changed = old_rv != applied["metadata"].get("resourceVersion")
+        if on_applied is not None:
+            await on_applied(key)
     return result

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
@@ -119,8 +120,16 @@ async def reconcile(
         await rt.refresh(key, body=raw)
         metrics.RECONCILES.labels(cause, "invalid").inc()
         raise kopf.PermanentError(f"invalid spec: {msg}") from e
+    delay = memo.config.child_apply_delay
+
+    async def applied(child: str) -> None:
+        logger.debug(f"applied {child}")
+        if delay:  # test hook: widen the window in which a kill lands mid-reconcile
+            logger.info(f"applied {child}; pausing {delay}s")
+            await asyncio.sleep(delay)
+
     try:
-        result = await apply.reconcile_children(rt.kube, raw, parsed)
+        result = await apply.reconcile_children(rt.kube, raw, parsed, applied)
     except ApiError as e:
         metrics.RECONCILES.labels(cause, "error").inc()
         if e.status in (400, 422):  # the API server refuses what we rendered from this spec
