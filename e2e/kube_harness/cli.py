@@ -116,6 +116,7 @@ def up(args: argparse.Namespace) -> int:
 
 def down(args: argparse.Namespace) -> int:
     from kube_harness import net
+    from kube_harness.nodeagent import MountPoints
 
     run_dir = Path(args.run_dir)
     st = _state(run_dir)
@@ -145,6 +146,7 @@ def down(args: argparse.Namespace) -> int:
         if owner is None or not _alive(owner):
             net.cleanup_slot(slot)
     net.remove_blackholes_if_unused()
+    MountPoints().sweep()
     left = net.leftovers()
     print(
         "cluster down"

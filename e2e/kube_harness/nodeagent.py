@@ -149,6 +149,7 @@ class NodeAgent:
         self.pods: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.mounts = MountPoints()
+        self.mounts.sweep()
         self.threads: list[threading.Thread] = []
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log_handler = logging.FileHandler(self.run_dir.parent / "logs" / "nodeagent.log")
@@ -413,45 +414,92 @@ class NodeAgent:
 
 # ---------------------------------------------------------------------------- mounts
 class MountPoints:
-    """Creates missing mountPath directories on the host, removing them when unused."""
+    """Creates missing mountPath directories on the host and removes them when unused.
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.refs: dict[Path, int] = {}
+    Several clusters (other test sessions, ``make cluster-up``) may run on one
+    machine, each with its own agent, and removing a directory that another
+    pod's mount namespace uses as a mountpoint detaches that mount. So the
+    bookkeeping is machine-wide: a JSON registry under /run guarded by flock,
+    with users ``<agent pid>:<pod uid>``; users whose agent died are pruned.
+    """
 
-    def acquire(self, target: Path, is_file: bool) -> list[Path]:
-        created: list[Path] = []
-        with self.lock:
-            p = target if not is_file else target.parent
+    STATE = Path("/run/infleet-mountpoints")
+
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.state = state_dir or self.STATE
+        self.state.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _registry(self) -> Any:
+        import fcntl
+
+        with (self.state / ".lock").open("a+") as lockf:
+            fcntl.flock(lockf, fcntl.LOCK_EX)
+            path = self.state / "registry.json"
+            try:
+                reg: dict[str, list[str]] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                reg = {}
+            for k, users in list(reg.items()):
+                reg[k] = [u for u in users if _pid_alive(int(u.split(":", 1)[0]))]
+            yield reg
+            self._remove_unused(reg)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(reg))
+            os.replace(tmp, path)
+
+    @staticmethod
+    def _remove_unused(reg: dict[str, list[str]]) -> None:
+        for k in sorted(reg, key=len, reverse=True):
+            if reg[k]:
+                continue
+            p = Path(k)
+            with contextlib.suppress(OSError):
+                if p.is_file() and not p.is_symlink():
+                    if p.stat().st_size == 0:
+                        p.unlink()
+                else:
+                    p.rmdir()
+            if not p.exists() or (p.is_dir() and any(p.iterdir())):
+                del reg[k]  # gone, or someone put things there: not ours any more
+
+    def acquire(self, target: Path, is_file: bool, user: str) -> None:
+        with self._registry() as reg:
+            p = target.parent if is_file else target
             missing: list[Path] = []
             while not p.exists():
                 missing.append(p)
                 p = p.parent
             for m in reversed(missing):
                 m.mkdir(exist_ok=True)
-                created.append(m)
+                reg.setdefault(str(m), [])
             if is_file and not target.exists():
                 target.touch()
-                created.append(target)
-            for c in created:
-                self.refs[c] = self.refs.get(c, 0) + 1
-            # paths created by someone else's pod: hold a reference too
-            for c in [target, *target.parents]:
-                if c in self.refs and c not in created:
-                    self.refs[c] += 1
-                    created.append(c)
-        return created
+                reg.setdefault(str(target), [])
+            for c in (target, *target.parents):
+                if str(c) in reg and user not in reg[str(c)]:
+                    reg[str(c)].append(user)
 
-    def release(self, paths: list[Path]) -> None:
-        with self.lock:
-            for p in sorted(paths, key=lambda x: len(str(x)), reverse=True):
-                if p not in self.refs:
-                    continue
-                self.refs[p] -= 1
-                if self.refs[p] <= 0:
-                    del self.refs[p]
-                    with contextlib.suppress(OSError):
-                        p.unlink() if p.is_file() else p.rmdir()
+    def release(self, user: str) -> None:
+        with self._registry() as reg:
+            for users in reg.values():
+                if user in users:
+                    users.remove(user)
+
+    def sweep(self) -> None:
+        """Drop dead agents' users and remove what nobody uses."""
+        with self._registry():
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ---------------------------------------------------------------------------- pods
@@ -528,7 +576,7 @@ class PodWorker:
         self.grace: float = 30.0
         self.wake = threading.Event()
         self.last_status: Obj | None = None
-        self.mount_refs: list[Path] = []
+        self.mount_user = f"{os.getpid()}:{self.uid}"
         self.volumes_ready = False
         self.volume_error = ""
         self.next_volume_sync = 0.0
@@ -1169,7 +1217,7 @@ class PodWorker:
                 if not src.exists():
                     src.mkdir(parents=True, exist_ok=True)
             target = Path(m["mountPath"])
-            self.mount_refs += self.agent.mounts.acquire(target, src.is_file())
+            self.agent.mounts.acquire(target, src.is_file(), self.mount_user)
             q, t = shlex.quote(str(src)), shlex.quote(str(target))
             lines.append(f"mount --bind {q} {t}")
             if m.get("readOnly"):
@@ -1334,8 +1382,7 @@ class PodWorker:
         self.cleaned = True
         if self.netns:
             self.agent.network.remove_pod(self.pod_id, self.pod_ip)
-        self.agent.mounts.release(self.mount_refs)
-        self.mount_refs = []
+        self.agent.mounts.release(self.mount_user)
 
     def _delete_object(self) -> None:
         from kubernetes import client
