@@ -42,7 +42,7 @@ e2e: k8s-bins
 test: bootstrap k8s-bins lint crds-check
 	$(PY) -m pytest tests e2e $(PYTEST_ARGS)
 
-demo: bootstrap
+demo: k8s-bins
 	$(PY) -m infleet_operator.cli dev demo
 
 cluster-up: k8s-bins

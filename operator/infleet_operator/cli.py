@@ -43,9 +43,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from infleet_operator import demo
+    """The live fleet demo when run from a checkout (it needs e2e/'s control plane)."""
+    e2e = Path(__file__).resolve().parents[2] / "e2e"
+    if args.static or not (e2e / "fleet" / "demo.py").exists():
+        from infleet_operator import demo
 
-    return demo.run(args)
+        return demo.run(args)
+    sys.path.insert(0, str(e2e))
+    from fleet import demo as live_demo
+
+    return int(live_demo.main(["--speed", str(args.speed)]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev_sub = p_dev.add_subparsers(dest="dev_command", required=True)
     p_demo = dev_sub.add_parser("demo", help="the local fleet demo (`make demo`)")
     p_demo.add_argument("--examples", default="manifests/examples")
+    p_demo.add_argument(
+        "--static", action="store_true", help="only validate and show the example fleets"
+    )
+    p_demo.add_argument("--speed", type=float, default=1.0, help="stretch the traffic ramp")
     p_demo.set_defaults(func=_cmd_demo)
     return parser
 

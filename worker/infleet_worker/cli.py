@@ -160,15 +160,13 @@ def _camelize(doc: dict[str, Any]) -> None:
                     value[_camel(sub)] = value.pop(sub)
 
 
-def _build_cache(cfg: WorkerConfig, registry: Any) -> Any:
+def _build_cache(cfg: WorkerConfig, registry: Any, row_independent: bool) -> Any:
     if cfg.cache.mode == CacheMode.OFF:
         return None
-    try:
-        from infleet_worker.cache.factory import build_cache
-    except ImportError:
-        event(log, "cache_unavailable", "cache not available in this build; serving without")
-        return None
-    return build_cache(cfg, registry)
+    from infleet_worker.cache.factory import build_cache
+
+    # Embedding mode caches rows one by one: only sound when rows are independent.
+    return build_cache(cfg, registry, row_independent=row_independent)
 
 
 async def run(cfg: WorkerConfig) -> int:
@@ -206,7 +204,7 @@ async def run(cfg: WorkerConfig) -> int:
 
         registry = CollectorRegistry()
         try:
-            cache = _build_cache(cfg, registry)
+            cache = _build_cache(cfg, registry, bool(getattr(engine, "row_independent", False)))
         except ValueError as e:
             log.error("cache configuration invalid: %s", e, extra={"event": "config_invalid"})
             return 1
@@ -235,6 +233,9 @@ async def run(cfg: WorkerConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Idle OpenMP threads spin by default and starve the event loop that decodes the
+    # next requests while the engine runs; must be set before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     setup_logging(args.log_format or "text", args.log_level or "info")
     try:
