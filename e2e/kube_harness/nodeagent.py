@@ -328,27 +328,17 @@ class NodeAgent:
         from kubernetes import client, watch
 
         nodes = set(self.nodes)
+        rv: str | None = None
         while not self.stopping.is_set():
             try:
-                api = self.api_client_factory()
-                core: Any = client.CoreV1Api(api)
-                resp = core.list_pod_for_all_namespaces(_preload_content=False)
-                listing = json.loads(resp.data)
-                rv = listing["metadata"]["resourceVersion"]
-                seen = set()
-                for pod in listing["items"]:
-                    if pod["spec"].get("nodeName") in nodes:
-                        seen.add(pod["metadata"]["uid"])
-                        self._on_pod("ADDED", pod)
-                with self.lock:
-                    gone = [w for uid, w in self.pods.items() if uid not in seen]
-                for w in gone:
-                    w.on_deleted()
+                core: Any = client.CoreV1Api(self.api_client_factory())
+                if rv is None:
+                    rv = self._relist(core, nodes)
                 w_ = watch.Watch()
                 for ev in w_.stream(
                     core.list_pod_for_all_namespaces,
                     resource_version=rv,
-                    timeout_seconds=30,
+                    timeout_seconds=60,
                     allow_watch_bookmarks=True,
                 ):
                     if self.stopping.is_set():
@@ -356,18 +346,31 @@ class NodeAgent:
                         break
                     typ, obj = ev["type"], ev["raw_object"]
                     if typ == "ERROR":
-                        break  # relist
-                    if typ == "BOOKMARK":
-                        continue
-                    if obj.get("spec", {}).get("nodeName") in nodes:
-                        self._on_pod(typ, obj)
+                        rv = None  # e.g. 410 Gone: relist
+                        break
                     rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                    if typ != "BOOKMARK" and obj.get("spec", {}).get("nodeName") in nodes:
+                        self._on_pod(typ, obj)
             except Exception as e:
                 if self.stopping.is_set():
                     return
+                rv = None
                 if not (isinstance(e, client.ApiException) and e.status == 410):
                     log.exception("pod watch failed; relisting")
                 self.stopping.wait(1)
+
+    def _relist(self, core: Any, nodes: set[str]) -> str:
+        listing = json.loads(core.list_pod_for_all_namespaces(_preload_content=False).data)
+        seen = set()
+        for pod in listing["items"]:
+            if pod["spec"].get("nodeName") in nodes:
+                seen.add(pod["metadata"]["uid"])
+                self._on_pod("ADDED", pod)
+        with self.lock:
+            gone = [w for uid, w in self.pods.items() if uid not in seen]
+        for w in gone:
+            w.on_deleted()
+        return str(listing["metadata"]["resourceVersion"])
 
     def _on_pod(self, typ: str, pod: Obj) -> None:
         uid = pod["metadata"]["uid"]
