@@ -63,7 +63,8 @@ def test_int8_swaps_every_linear_and_stores_int8() -> None:
     ref = model(x)
     assert quantize_int8(model, torch.float32) == 2
     assert isinstance(model[0], Int8WeightOnlyLinear)
-    assert isinstance(model[2][0], Int8WeightOnlyLinear)
+    inner = model[2]
+    assert isinstance(inner, nn.Sequential) and isinstance(inner[0], Int8WeightOnlyLinear)
     assert model[0].weight.dtype == torch.int8 and model[0].scales.shape == (32,)
     out = model(x)
     assert torch.nn.functional.cosine_similarity(out, ref).min() > 0.999
@@ -87,3 +88,14 @@ def test_half_casts_keep_integer_buffers() -> None:
     model.register_buffer("ids", torch.arange(4))
     cast_precision(model, "bf16", torch.device("cpu"))
     assert model.weight.dtype == torch.bfloat16 and model.ids.dtype == torch.int64
+
+
+def test_int8_cpu_fused_kernel_matches_dequantized_path() -> None:
+    linear = nn.Linear(64, 48)
+    q = Int8WeightOnlyLinear(linear, torch.bfloat16)
+    x = torch.randn(2, 3, 64, dtype=torch.bfloat16)
+    fused = q(x)  # CPU + bf16: torch._weight_int8pack_mm when this torch has it
+    assert q.bias is not None
+    manual = torch.nn.functional.linear(x, q.weight.to(x.dtype)) * q.scales + q.bias
+    assert fused.shape == (2, 3, 48)
+    torch.testing.assert_close(fused, manual, atol=0.05, rtol=0.02)

@@ -61,8 +61,20 @@ def load_engine(cfg: WorkerConfig) -> Engine:
             f"{spec.source}: factory returned {type(loaded).__name__}, expected an nn.Module "
             "or an object implementing the Engine protocol"
         )
+    return build_torch_engine(loaded, cfg, device, inputs, outputs)
+
+
+def build_torch_engine(
+    module: nn.Module,
+    cfg: WorkerConfig,
+    device: torch.device,
+    inputs: list[TensorInfo] | None = None,
+    outputs: list[TensorInfo] | None = None,
+) -> TorchEngine:
+    """A loaded module -> signature view -> precision cast -> runner -> TorchEngine."""
+    spec, engine_spec = cfg.model, cfg.engine
     try:
-        view = ServedView(loaded, inputs, outputs)
+        view = ServedView(module, inputs, outputs)
     except ValueError as exc:
         raise ModelLoadError(f"{spec.source}: {exc}") from exc
     precision = engine_spec.precision.value

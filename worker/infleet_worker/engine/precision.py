@@ -2,8 +2,9 @@
 
 int8 is a gpt-fast style module swap: every ``nn.Linear`` becomes an
 :class:`Int8WeightOnlyLinear` holding int8 weights and one scale per output channel,
-dequantized on the fly to the activation dtype (fp32 on CPU, bf16 on CUDA). It works on
-any device torch does; embeddings, norms and biases stay in the activation dtype.
+run with bf16 activations: on CPU through torch's fused ``_weight_int8pack_mm`` kernel,
+elsewhere dequantized on the fly (``F.linear(x, W.to(bf16)) * scale``). It works on any
+device torch does; embeddings, norms and biases stay in the activation dtype.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from infleet_worker.engine.base import ModelLoadError
 
 log = logging.getLogger(__name__)
 
+_HAS_INT8PACK = hasattr(torch, "_weight_int8pack_mm")
+
 
 def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The activation dtype a precision runs in on a device."""
@@ -26,8 +29,8 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
         return torch.float16
     if precision == "bf16":
         return torch.bfloat16
-    if precision == "int8":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if precision == "int8":  # gpt-fast style: int8 weights, bf16 activations
+        return torch.bfloat16
     return torch.float32
 
 
@@ -51,7 +54,13 @@ class Int8WeightOnlyLinear(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight.to(x.dtype)) * self.scales
+        if x.device.type == "cpu" and x.dtype == torch.bfloat16 and _HAS_INT8PACK:
+            # torch's fused CPU kernel: no dequantized weight copy per call
+            flat = x.reshape(-1, self.in_features).contiguous()
+            y = torch._weight_int8pack_mm(flat, self.weight, self.scales)
+            y = y.reshape(*x.shape[:-1], self.out_features)
+        else:
+            y = F.linear(x, self.weight.to(x.dtype)) * self.scales
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
