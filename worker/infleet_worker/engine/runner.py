@@ -40,14 +40,16 @@ class ModelRunner:
         self.buckets = buckets
         self.outputs: list[TensorInfo] = view.outputs
         self._out_dtypes = [TORCH_DTYPES.get(o.datatype) for o in self.outputs]
+        self._cast_inputs = dtype != torch.float32  # fp32 leaves e.g. FP64 inputs alone
         use_graphs = cuda_graphs and device.type == "cuda" and view.row_independent
         self.graphs = GraphCache(self.forward, device) if use_graphs else None
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     # -- the captured part -------------------------------------------------------------
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        cast = tuple(x.to(self.dtype) if x.is_floating_point() else x for x in inputs)
-        result = normalize_outputs(self.module(*cast), self.outputs)
+        if self._cast_inputs:  # fp16/bf16/int8: float inputs join the compute dtype
+            inputs = tuple(x.to(self.dtype) if x.is_floating_point() else x for x in inputs)
+        result = normalize_outputs(self.module(*inputs), self.outputs)
         return tuple(
             r if dt is None or r.dtype == dt else r.to(dt)
             for r, dt in zip(result, self._out_dtypes, strict=True)
