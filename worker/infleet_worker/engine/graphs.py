@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -25,13 +26,18 @@ def shape_key(tensors: tuple[torch.Tensor, ...]) -> ShapeKey:
     return tuple(tuple(t.shape) for t in tensors)
 
 
+def _sync_current_stream() -> None:
+    torch.cuda.current_stream().synchronize()
+
+
 @dataclass
 class CapturedGraph:
-    graph: torch.cuda.CUDAGraph
+    graph: Any  # torch.cuda.CUDAGraph (anything with replay() in CPU tests)
     static_inputs: tuple[torch.Tensor, ...]
     static_outputs: tuple[torch.Tensor, ...]
     host_inputs: tuple[torch.Tensor, ...]
     host_outputs: tuple[torch.Tensor, ...]
+    synchronize: Callable[[], None] = field(default=_sync_current_stream)
 
     def replay(self, inputs: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Tensor, ...]:
         """Run ``n`` real rows (the rest of the bucket is padding) on the current stream."""
@@ -41,7 +47,7 @@ class CapturedGraph:
         self.graph.replay()
         for host, static in zip(self.host_outputs, self.static_outputs, strict=True):
             host[:n].copy_(static[:n], non_blocking=True)
-        torch.cuda.current_stream().synchronize()
+        self.synchronize()
         # The pinned buffers are reused by the next batch: hand the caller its own copy.
         return tuple(h[:n].clone() for h in self.host_outputs)
 

@@ -8,6 +8,7 @@ signature's dtypes, so a replay does all of it on the GPU.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -63,18 +64,20 @@ class ModelRunner:
     @torch.inference_mode()
     def run_model(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """One batch of CPU tensors -> CPU outputs with the same batch size."""
-        if self.device.type == "cpu":
-            return self.forward(*inputs)
-        assert self.stream is not None
-        with torch.cuda.stream(self.stream):
-            n = inputs[0].shape[0]
-            graph = self._find_graph(inputs, n)
-            if graph is not None:
+        n = inputs[0].shape[0]
+        graph = self._find_graph(inputs, n)
+        with self._on_stream():
+            if graph is not None:  # padded to its bucket, replayed, sliced back to n rows
                 return graph.replay(inputs, n)
+            if self.device.type == "cpu":
+                return self.forward(*inputs)
             on_device = tuple(x.to(self.device, non_blocking=True) for x in inputs)
             outputs = tuple(o.to("cpu", non_blocking=True) for o in self.forward(*on_device))
-            self.stream.synchronize()
+            torch.cuda.current_stream().synchronize()
             return outputs
+
+    def _on_stream(self) -> Any:
+        return contextlib.nullcontext() if self.stream is None else torch.cuda.stream(self.stream)
 
     def _find_graph(self, inputs: tuple[torch.Tensor, ...], n: int) -> Any:
         if self.graphs is None:
@@ -95,12 +98,9 @@ class ModelRunner:
                 examples = examples[:1]
             for example in examples:
                 if self.graphs is not None:
-                    assert self.stream is not None
-                    with torch.cuda.stream(self.stream):
+                    with self._on_stream():
                         self.graphs.capture_graph(example)
-                    self.run_model(example)  # replay once: the served path, end to end
-                else:
-                    self.run_model(example)
+                self.run_model(example)  # (replays the new graph: the served path, end to end)
                 count += 1
         return count
 
