@@ -148,6 +148,11 @@ def children(api: Any, ns: str, name: str) -> dict[str, list[str]]:
     }
 
 
+def live_pods(api: Any, ns: str, name: str) -> list[str]:
+    pods = client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=f"{LABEL}={name}").items
+    return [p.metadata.name for p in pods if p.metadata.deletion_timestamp is None]
+
+
 def expected_children(name: str) -> dict[str, list[str]]:
     return {
         "Deployment": [name],
@@ -287,8 +292,8 @@ def test_spec_change_rolls_without_failed_requests(
     finally:
         traffic.stop()
     assert cond(obj, "Progressing")["status"] == "False"
-    after = set(children(api, ns, name)["Pod"])
-    assert after and not (after & before), "every pod was replaced"
+    after = set(live_pods(api, ns, name))
+    assert len(after) == 2 and not (after & before), "every pod was replaced"
     print(
         f"\nroll: {traffic.ok} requests ok, {len(traffic.failures)} failed, "
         f"{len(traffic.seen)} pod IPs served"
@@ -444,7 +449,9 @@ def test_leader_election_two_replicas(
         high.start()
         high.wait_log("Resuming operations", timeout=60)
         low.start()
-        low.wait_log("Pausing operations", timeout=60)
+        low.wait_log("Initial authentication has finished", timeout=60)
+        time.sleep(5)
+        assert "Resuming operations" not in low.text(), "the low-priority replica must stay paused"
         name = "leader"
         # an image nothing can pull: no worker processes, the reconcile is what we watch
         create(api, ns, manifest(name, replicas=1, image="example.invalid/none:1"))
@@ -525,7 +532,7 @@ def test_autoscaler_owns_replicas_when_enabled(
     )
     assert apps.read_namespaced_deployment(name, ns).spec.replicas == 4
     assert get(api, ns, name)["status"]["desiredReplicas"] == 4
-    assert get(api, ns, name)["spec"].get("replicas", 1) == 1  # spec untouched (GitOps)
+    assert get(api, ns, name)["spec"]["replicas"] == doc["spec"]["replicas"]  # spec untouched
 
 
 def test_unschedulable_gpus_are_reported(api: Any, operator: OperatorProcess, ns: str) -> None:
