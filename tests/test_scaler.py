@@ -240,3 +240,34 @@ def test_prometheus_queries_and_missing_pods() -> None:
     assert samples["w-2"] is None  # absent from Prometheus = missing, not zero
     with pytest.raises(ValueError):
         per_pod({"status": "error", "error": "bad query"})
+
+
+@pytest.mark.parametrize("tick", [1.0, 3.0, 7.0, 15.0])
+def test_predictive_scales_down_after_window_whatever_the_tick(tick: float) -> None:
+    """Regression: the hold window used to never complete unless it was a multiple of the tick."""
+    from infleet_operator.autoscaling.observations import Observation
+    from infleet_operator.autoscaling.policy import make_policy
+
+    policy = make_policy(
+        "predictive",
+        {
+            "min_replicas": 1,
+            "max_replicas": 10,
+            "lead_s": 10.0,
+            "down_window_s": 20.0,
+            "down_step_interval_s": 5.0,
+            "capacity_per_replica": 50.0,
+        },
+    )
+    t, replicas, first_down = 0.0, 6, None
+    while t < 200:
+        obs = Observation(
+            t, replicas, replicas, queue_depth=0, in_flight=0, arrival_rate=0.0, completion_rate=0.0
+        )
+        decision = policy.decide(obs)
+        if decision.desired_replicas < replicas and first_down is None:
+            first_down = t
+        replicas = decision.desired_replicas
+        t += tick
+    assert first_down is not None and first_down <= 20.0 + tick
+    assert replicas == 1

@@ -60,6 +60,7 @@ class PredictivePolicy:
         self.capacity = config.capacity_per_replica
         self._down: deque[tuple[float, int]] = deque()  # (time, scale-down candidate)
         self._last_down_step = -math.inf
+        self._down_since = -math.inf
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PredictivePolicy:
@@ -100,10 +101,14 @@ class PredictivePolicy:
         if need >= current:
             self._down.clear()
             return current, f"hold at {current} (within dead band)"
+        if not self._down:
+            self._down_since = now  # a new below-target streak starts
         self._down.append((now, need))
         while self._down and self._down[0][0] < now - c.down_window_s:
             self._down.popleft()
-        held = now - self._down[0][0]
+        # The streak's age, not the oldest retained sample's: after trimming, that one is
+        # never a full window old unless the window is a multiple of the tick.
+        held = now - self._down_since
         if held < c.down_window_s - 1e-9:
             return current, f"hold at {current}: {need} for {held:.0f}s of {c.down_window_s:.0f}s"
         if now - self._last_down_step < c.down_step_interval_s - 1e-9:
