@@ -132,6 +132,24 @@ def test_second_apply_changes_nothing(gitops: Cluster) -> None:
     assert not changed, f"the second apply changed: {changed}"
 
 
+def test_production_overlay_passes_server_side_validation(gitops: Cluster) -> None:
+    """The production overlay (peering, PDB) is valid against the cluster's OpenAPI."""
+    production = ROOT / "manifests" / "overlays" / "production"
+    out = ok(
+        kubectl(
+            gitops,
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--validate=strict",
+            "-k",
+            str(production),
+        )
+    )
+    assert "clusterkopfpeering.kopf.dev/infleet-operator serverside-applied (server dry run)" in out
+    assert "poddisruptionbudget.policy/infleet-operator serverside-applied (server dry run)" in out
+
+
 def test_operator_reconciles_and_git_state_has_no_diff(gitops: Cluster) -> None:
     cluster = gitops
     pods = (

@@ -34,6 +34,7 @@ APPS = "infleet-e2e-apps"
 OPERATOR = f"{RELEASE}-operator"
 SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
 GROUP, VERSION, PLURAL = "infleet.dev", "v1alpha1", "inferencedeployments"
+IDEP_CRD = f"{PLURAL}.{GROUP}"
 
 
 def helm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -71,6 +72,11 @@ def apply_crds(cluster: Cluster) -> None:
     ok(kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds")))
     for crd in ("inferencedeployments.infleet.dev", "clusterkopfpeerings.kopf.dev"):
         ok(kubectl(cluster, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s"))
+
+
+def printer_columns(cluster: Cluster) -> list[str]:
+    crd = json.loads(ok(kubectl(cluster, "get", "crd", IDEP_CRD, "-o", "json")))
+    return [c["name"] for c in crd["spec"]["versions"][0].get("additionalPrinterColumns", [])]
 
 
 def operator_pods(cluster: Cluster) -> list[Any]:
@@ -180,7 +186,32 @@ def test_upgrade_with_changed_values_rolls_the_operator(release: Cluster) -> Non
     cluster = release
     before = {p.metadata.name for p in operator_pods(cluster)}
     assert before, "install did not run"
+    # A cluster with an older CRD (one printer column fewer): helm upgrade leaves it old,
+    # the documented server-side apply of charts/infleet/crds/ brings it up to date.
+    columns = printer_columns(cluster)
+    ok(
+        kubectl(
+            cluster,
+            "patch",
+            "crd",
+            IDEP_CRD,
+            "--type=json",
+            "-p",
+            json.dumps(
+                [
+                    {
+                        "op": "remove",
+                        "path": f"/spec/versions/0/additionalPrinterColumns/{len(columns) - 1}",
+                    }
+                ]
+            ),
+        )
+    )
+    assert printer_columns(cluster) == columns[:-1]
+    ok(helm(cluster, "upgrade", RELEASE, str(CHART), "-n", NS, "--reuse-values", "--wait"))
+    assert printer_columns(cluster) == columns[:-1], "helm upgraded a CRD (it never should)"
     apply_crds(cluster)  # documented: before every helm upgrade
+    assert printer_columns(cluster) == columns
     ok(
         helm(
             cluster,
