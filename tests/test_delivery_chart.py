@@ -339,3 +339,21 @@ def test_schema_is_valid_json_and_covers_every_default_value() -> None:
                 walk(val, sub, f"{path}{key}.")
 
     walk(values, schema, "")
+
+
+def test_versions_agree_across_pyproject_chart_images_and_manifests() -> None:
+    """One release number: pyproject, Chart appVersion, image tags, Dockerfile labels."""
+    import tomllib
+
+    from infleet_operator import api
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == version
+    assert api.DEFAULT_IMAGE.endswith(f"/infleet-worker:{version}")
+    base = (ROOT / "manifests/base/deployment.yaml").read_text()
+    assert f"image: ghcr.io/infleet/infleet-operator:{version}\n" in base
+    prod = yaml.safe_load((ROOT / "manifests/overlays/production/kustomization.yaml").read_text())
+    assert prod["images"][0]["newTag"] == version
+    for name in ("Dockerfile.operator", "Dockerfile.worker"):
+        assert f"ARG VERSION={version}\n" in (ROOT / name).read_text(), name
