@@ -475,3 +475,59 @@ def test_kubectl_server_side_apply_and_helm(cluster: Cluster, ns: str, tmp_path:
     got = json.loads(cluster.run_kubectl("get", "configmap", "tiny-cm", "-n", ns, "-o", "json"))
     assert got["data"] == {"greeting": "hello"}
     assert "tiny" in cluster.run_helm("list", "-n", ns, "-q")
+
+
+def test_in_cluster_client_with_projected_token(cluster: Cluster, ns: str) -> None:
+    """What an operator pod does: kubernetes' in-cluster config, RBAC via its ServiceAccount."""
+    api = cluster.api_client()
+    core: Any = client.CoreV1Api(api)
+    rbac: Any = client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account(ns, {"metadata": {"name": "reader"}})
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": "reader-view"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}],
+        },
+    )  # fmt: skip
+    script = textwrap.dedent(
+        """
+        import os
+        from kubernetes import client, config
+        config.load_incluster_config()
+        ns = open("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read()
+        pods = client.CoreV1Api().list_namespaced_pod(ns).items
+        print("PODS", sorted(p.metadata.name for p in pods), flush=True)
+        try:
+            client.CoreV1Api().list_namespaced_secret(ns)
+        except client.ApiException as e:
+            print("SECRETS", e.status, flush=True)
+        """
+    )
+    core.create_namespaced_pod(
+        ns,
+        {
+            "metadata": {"name": "incluster"},
+            "spec": {
+                "serviceAccountName": "reader",
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "python:3.11",
+                                "command": ["python", "-c", script]}],
+            },
+        },
+    )  # fmt: skip
+    p = wait_for(
+        lambda: (
+            (x := core.read_namespaced_pod("incluster", ns)).status.phase in ("Succeeded", "Failed")
+            and x
+        ),
+        timeout=60,
+        what="in-cluster pod to finish",
+    )
+    assert cluster.run_dir is not None
+    log = next((cluster.run_dir / "pods").glob(f"{ns}_incluster_*/logs/c.log")).read_text()
+    assert p.status.phase == "Succeeded", log
+    assert "PODS ['incluster']" in log
+    assert "SECRETS 403" in log  # the view role may not read secrets: RBAC is real

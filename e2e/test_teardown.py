@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 from pathlib import Path
@@ -99,3 +100,46 @@ def test_teardown_leaves_nothing_behind(cluster_binaries: Any, tmp_path: Path) -
     assert not set(ports) & _listen_ports(), "ports still listening"
     assert not net.link_exists(bridge)
     del gateway
+
+
+def test_cli_up_status_down(cluster_binaries: Any, tmp_path: Path) -> None:
+    """`make cluster-up` / `make cluster-down` as a person runs them."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kube_harness.cli", *args, "--run-dir", str(run_dir)],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=180,
+        )
+
+    up = cli("up", "--nodes", "1")
+    assert up.returncode == 0, up.stderr + up.stdout
+    kubeconfig = run_dir / "kubeconfig"
+    assert f"export KUBECONFIG={kubeconfig}" in up.stdout
+    try:
+        st = json.loads((run_dir / "state.json").read_text())
+        slot = int(st["slot"])
+        out = subprocess.run(
+            [str(cluster_binaries.kubectl), "get", "nodes", "-o", "name"],
+            env=dict(os.environ, KUBECONFIG=str(kubeconfig)),
+            text=True,
+            capture_output=True,
+            timeout=60,
+        )
+        assert out.stdout.strip() == "node/infleet-node-0", out.stderr
+        assert cli("status").returncode == 0
+        pids = [int(st["pid"]), *(int(p) for p in st["components"].values())]
+    finally:
+        down = cli("down")
+    assert down.returncode == 0, down.stderr
+    assert cli("status").returncode == 1
+    assert not [p for p in pids if _alive(p)]
+    assert not net.link_exists(f"infleet{slot}")
+    assert not [n for n in net.list_netns() if n.startswith(f"infleet{slot}-")]

@@ -136,7 +136,12 @@ def down(args: argparse.Namespace) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(cpid), signal.SIGKILL)
         if "slot" in st:
-            net.cleanup_slot(int(str(st["slot"])))
+            # only if the slot is still ours: a stale state file's slot may have been
+            # reclaimed by another cluster since
+            slot = int(str(st["slot"]))
+            owner = net._bridge_owner(f"infleet{slot}")
+            if owner is None or owner == pid or not _alive(owner):
+                net.cleanup_slot(slot)
         with contextlib.suppress(OSError):
             (run_dir / "state.json").unlink()
     # anything left by crashed runs whose owner is gone

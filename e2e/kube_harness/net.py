@@ -26,7 +26,8 @@ from pathlib import Path
 
 POD_SUPERNET = ipaddress.IPv4Network("10.211.0.0/16")
 SLOTS = 16
-SERVICE_CIDR = "10.212.0.0/16"  # never routed: nothing may send traffic to ClusterIPs here
+SERVICE_CIDR = "10.212.0.0/16"
+_OWNED: set[int] = set()  # slots held by clusters of this process
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -145,7 +146,7 @@ class Network:
             br = f"infleet{slot}"
             if link_exists(br):
                 owner = _bridge_owner(br)
-                if owner is not None and _pid_alive(owner) and owner != os.getpid():
+                if slot in _OWNED or (owner is not None and _pid_alive(owner)):
                     continue
                 cleanup_slot(slot)
             else:
@@ -158,6 +159,7 @@ class Network:
                 if link_exists(br):  # raced with another cluster starting
                     continue
                 raise
+            _OWNED.add(slot)
             return net
         raise RuntimeError("all 16 infleet network slots are in use (`make cluster-down`?)")
 
@@ -174,9 +176,6 @@ class Network:
         )
         ip("addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
         ip("link", "set", "dev", self.bridge, "up")
-
-    def set_owner(self, pid: int) -> None:
-        ip("link", "set", "dev", self.bridge, "alias", f"infleet owner={pid} run={self.run_dir}")
 
     def allocate_ip(self) -> str:
         with self._lock:
@@ -228,4 +227,5 @@ class Network:
 
     def destroy(self) -> None:
         cleanup_slot(self.slot)
+        _OWNED.discard(self.slot)
         remove_blackholes_if_unused()
