@@ -146,6 +146,9 @@ class Network:
             br = f"infleet{slot}"
             if link_exists(br):
                 owner = _bridge_owner(br)
+                if owner is None and slot not in _OWNED:
+                    time.sleep(0.5)  # another cluster may be between `link add` and its alias
+                    owner = _bridge_owner(br)
                 if slot in _OWNED or (owner is not None and _pid_alive(owner)):
                     continue
                 cleanup_slot(slot)
