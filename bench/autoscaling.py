@@ -90,10 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, 120 s delay, 2 h traces")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=len(SEEDS), help="use the first N seeds")
+    ap.add_argument("--delays", default=None, help="subset of start delays, e.g. 30,600")
     args = ap.parse_args(argv)
-    seeds, delays, seconds = SEEDS, START_DELAYS, TRACE_SECONDS
+    seeds, delays, seconds = SEEDS[: args.seeds], START_DELAYS, TRACE_SECONDS
     if args.quick:
         seeds, delays, seconds = SEEDS[:2], (120.0,), 2 * 3600
+    if args.delays:
+        delays = tuple(float(x) for x in args.delays.split(","))
     shapes = TUNE_SHAPES + HELDOUT_SHAPES
     n_jobs = len(POLICIES) * len(shapes) * len(delays) * len(seeds) * len(TARGETS["hpa"])
     print(
