@@ -8,7 +8,9 @@ writes it.
   to Ready;
 - then `kubectl diff -k manifests/overlays/dev` (client-side and --server-side) and
   `kubectl diff` of the example are empty (exit 0), and the example's generation is still 1:
-  nothing wrote its spec.
+  nothing wrote its spec;
+- with autoscaling on, the worker Deployment's replicas move under the autoscaler's field
+  manager (the decision its timer applies) and Git still has no diff.
 """
 
 from __future__ import annotations
@@ -184,3 +186,50 @@ def test_operator_reconciles_and_git_state_has_no_diff(gitops: Cluster) -> None:
     args = ["apply", "--server-side", "--force-conflicts", "-f", str(EXAMPLE)]
     ok(kubectl(cluster, "-n", APPS, *args))
     assert kubectl(cluster, "-n", APPS, "diff", "-f", str(EXAMPLE)).returncode == 0
+
+
+AUTOSCALED = """\
+apiVersion: infleet.dev/v1alpha1
+kind: InferenceDeployment
+metadata:
+  name: autoscaled
+spec:
+  model: {name: mlp, source: builtin://mlp}
+  engine: {device: cpu}
+  image: example.invalid/no-pull:1   # no worker processes needed here
+  autoscaling: {enabled: true, minReplicas: 2, maxReplicas: 5}
+"""
+
+
+def test_autoscaler_scaling_leaves_git_without_diff(gitops: Cluster, tmp_path: Path) -> None:
+    """Autoscaling on: the worker Deployment's replicas belong to the autoscaler's field
+    manager, Git's InferenceDeployment stays as written, and a re-sync changes nothing."""
+    cluster = gitops
+    manifest = tmp_path / "autoscaled.yaml"
+    manifest.write_text(AUTOSCALED)
+    ok(kubectl(cluster, "-n", APPS, "apply", "--server-side", "-f", str(manifest)))
+    apps = client.AppsV1Api(cluster.api_client())
+    wait_for(
+        lambda: apps.read_namespaced_deployment("autoscaled", APPS).spec.replicas == 2,
+        timeout=90,
+        what="worker Deployment seeded to minReplicas by the in-cluster operator",
+    )
+    # the decision the autoscaler's timer applies (its own field manager)
+    apps.patch_namespaced_deployment(
+        "autoscaled",
+        APPS,
+        {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 4}},
+        field_manager="infleet-autoscaler",
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )
+    ok(kubectl(cluster, "-n", APPS, "apply", "--server-side", "-f", str(manifest)))  # a re-sync
+    time.sleep(3)
+    for mode in ([], ["--server-side"]):
+        r = kubectl(cluster, "-n", APPS, "diff", *mode, "-f", str(manifest))
+        assert r.returncode == 0, f"kubectl diff {mode}:\n{r.stdout}{r.stderr}"
+    api = client.CustomObjectsApi(cluster.api_client())
+    obj = api.get_namespaced_custom_object(GROUP, VERSION, APPS, PLURAL, "autoscaled")
+    assert obj["metadata"]["generation"] == 1
+    assert apps.read_namespaced_deployment("autoscaled", APPS).spec.replicas == 4
+    ok(kubectl(cluster, "-n", APPS, "delete", "-f", str(manifest), "--wait=false"))
