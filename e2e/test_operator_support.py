@@ -1,4 +1,4 @@
-"""Helpers for the operator's e2e tests and bench/operator.py (no tests in here).
+"""Helpers for the operator's e2e tests and bench/bench_operator.py (no tests in here).
 
 - :func:`install_operator_prereqs`: CRDs (ours + kopf peering) and the RBAC of
   manifests/base/rbac.yaml, then a kubeconfig carrying a TokenRequest token of

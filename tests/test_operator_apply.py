@@ -156,3 +156,22 @@ def test_seed_rules() -> None:
     assert apply.seed_replicas(on, {**owned, "spec": {"replicas": 9}}) == 4
     foreign = {"spec": {"replicas": 3}, "metadata": {"managedFields": []}}
     assert apply.seed_replicas(on, foreign) == 3
+
+
+async def test_cached_deployment_saves_the_read() -> None:
+    kube = FakeKube()
+    await reconcile(kube)
+    cached = kube.objects[KEY]
+    kube.calls.clear()
+    b = body()
+    result = await apply.reconcile_children(
+        kube, b, api.InferenceDeploymentSpec.model_validate(b["spec"]), existing=cached
+    )
+    assert ("apps", "deployments", "get") not in kube.calls
+    assert not result.deployment_changed
+    # autoscaling on: ownership needs managedFields, so it reads fresh anyway
+    on = auto()
+    await apply.reconcile_children(
+        kube, body(on), api.InferenceDeploymentSpec.model_validate(on), existing=cached
+    )
+    assert ("apps", "deployments", "get") in kube.calls

@@ -20,6 +20,7 @@ in an Event.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -110,40 +111,59 @@ def seed_replicas(spec: api.InferenceDeploymentSpec, existing: Obj | None) -> in
     return None
 
 
+FETCH = "fetch"  # reconcile_children(existing=FETCH): read the Deployment first
+
+
 async def reconcile_children(
     kube: KubeApi,
     body: Obj,
     spec: api.InferenceDeploymentSpec,
     on_applied: Callable[[str], Awaitable[None]] | None = None,
+    *,
+    existing: Obj | str | None = FETCH,
 ) -> ApplyResult:
     """Bring every child to its rendered state. Idempotent; safe to interrupt and rerun.
 
+    ``existing`` is the worker Deployment as last seen (e.g. from the operator's
+    watch cache; None = not there); with autoscaling on it is always read fresh,
+    since the replica-ownership rules need its managedFields.
     ``on_applied("Kind/name")`` is awaited after each child (logging, tests).
+    Order: ConfigMap, Deployment, then the Services and the PDB concurrently.
     """
     rendered = children.render(body, spec)
     md = body["metadata"]
     result = ApplyResult()
-    existing = await kube.get(
-        "Deployment", md["namespace"], rendered.deployment["metadata"]["name"]
-    )
-    seed = seed_replicas(spec, existing)
+    current: Obj | None
+    if spec.autoscaling.enabled or isinstance(existing, str):
+        current = await kube.get(
+            "Deployment", md["namespace"], rendered.deployment["metadata"]["name"]
+        )
+    else:
+        current = existing
+    seed = seed_replicas(spec, current)
     # Switching autoscaling on: hand the count to the autoscaler *before* our apply
     # drops the field (a field nobody owns any more would be reset to its default).
-    if seed is not None and existing is not None:
-        existing = await set_replicas(kube, existing, seed)
+    if seed is not None and current is not None:
+        current = await set_replicas(kube, current, seed)
         result.replicas_seeded = seed
-    old_rv = existing["metadata"].get("resourceVersion") if existing is not None else None
-    for obj in rendered.in_apply_order():
+    old_rv = current["metadata"].get("resourceVersion") if current is not None else None
+
+    async def one(obj: Obj) -> None:
         applied, forced = await apply_one(kube, obj)
         key = _key(obj)
         if forced:
             result.reclaimed.append(key)
-        if obj["kind"] == "Deployment" and seed is not None and existing is None:
-            applied = await set_replicas(kube, applied, seed)
-            result.replicas_seeded = seed
-        result.objects[key] = applied
         if obj["kind"] == "Deployment":
+            if seed is not None and current is None:
+                applied = await set_replicas(kube, applied, seed)
+                result.replicas_seeded = seed
             result.deployment_changed = old_rv != applied["metadata"].get("resourceVersion")
+        result.objects[key] = applied
         if on_applied is not None:
             await on_applied(key)
+
+    await one(rendered.config_map)
+    await one(rendered.deployment)
+    await asyncio.gather(*(one(o) for o in (rendered.service, rendered.headless, rendered.pdb)))
+    result.reclaimed.sort()
     return result

@@ -129,7 +129,9 @@ async def reconcile(
             await asyncio.sleep(delay)
 
     try:
-        result = await apply.reconcile_children(rt.kube, raw, parsed, applied)
+        result = await apply.reconcile_children(
+            rt.kube, raw, parsed, applied, existing=rt.indices.deployment(key)
+        )
     except ApiError as e:
         metrics.RECONCILES.labels(cause, "error").inc()
         if e.status in (400, 422):  # the API server refuses what we rendered from this spec
