@@ -55,19 +55,19 @@ async def cleanup(memo: Any, **_: Any) -> None:
 
 # -- indices ---------------------------------------------------------------------------
 @kopf.index(*IDEP)
-def idep_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+async def idep_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return {_key(namespace, name): plain(body)}
 
 
 @kopf.index("v1", "pods", labels=CHILD_LABELS)
-def pod_index(
+async def pod_index(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[Key, Any]:
     return {(namespace or "", labels[naming.LABEL_DEPLOYMENT]): slim_pod(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=CHILD_LABELS)
-def deployment_index(
+async def deployment_index(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[Key, Any]:
     return {(namespace or "", labels[naming.LABEL_DEPLOYMENT]): slim_deployment(body)}
