@@ -129,7 +129,9 @@ def go_binary() -> str:
 
 
 def _go_env() -> dict[str, str]:
-    return dict(os.environ, CGO_ENABLED="0", GOTOOLCHAIN="local", GOFLAGS="-mod=mod")
+    # readonly: the checked-in go.mod/go.sum are the whole truth; a build never edits them
+    flags = "-mod=readonly -buildvcs=false"
+    return dict(os.environ, CGO_ENABLED="0", GOTOOLCHAIN="local", GOFLAGS=flags)
 
 
 def _module_time(go: str, tool: Tool) -> str:
