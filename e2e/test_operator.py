@@ -535,6 +535,27 @@ def test_autoscaler_owns_replicas_when_enabled(
     assert get(api, ns, name)["spec"]["replicas"] == doc["spec"]["replicas"]  # spec untouched
 
 
+def test_edited_child_is_restored(
+    api: Any, operator: OperatorProcess, ns: str, cluster: Any
+) -> None:
+    name = "edited"
+    create(api, ns, manifest(name, replicas=1, image="example.invalid/none:1"))
+    apps = client.AppsV1Api(api)
+    wait_for(
+        lambda: get(api, ns, name).get("status", {}).get("observedGeneration") == 1 or None,
+        timeout=60,
+        what="reconciled",
+    )
+    kubectl(cluster, "scale", "-n", ns, f"deployment/{name}", "--replicas=3")
+    wait_for(
+        lambda: apps.read_namespaced_deployment(name, ns).spec.replicas == 1 or None,
+        timeout=30,
+        what="replicas restored to spec.replicas",
+    )
+    evs = client.CoreV1Api(api).list_namespaced_event(ns).items
+    assert any(e.reason == "ChildEdited" for e in evs)
+
+
 def test_unschedulable_gpus_are_reported(api: Any, operator: OperatorProcess, ns: str) -> None:
     name = "toobig"
     doc = manifest(name, replicas=1)

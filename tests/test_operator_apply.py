@@ -175,3 +175,26 @@ async def test_cached_deployment_saves_the_read() -> None:
         kube, body(on), api.InferenceDeploymentSpec.model_validate(on), existing=cached
     )
     assert ("apps", "deployments", "get") in kube.calls
+
+
+async def test_edited_child_is_restored() -> None:
+    import asyncio
+
+    from infleet_operator.runtime import Runtime
+
+    kube = FakeKube()
+    b = body()
+    result = await reconcile(kube)
+    rt = Runtime(kube=kube, drift_delay=0.0)  # type: ignore[arg-type]
+    rt.indices.ideps = {("ns", "m"): [b]}
+    rt.generations[("ns", "m")] = 1
+    rt.note_applied(("ns", "m"), result.deployment)
+    rt.check_drift(("ns", "m"), kube.objects[KEY])  # our own write: nothing to do
+    assert not rt._drift
+    # someone scales the Deployment by hand
+    await kube.apply(apply.replicas_patch(kube.objects[KEY], 7), manager="kubectl", force=True)
+    assert kube.objects[KEY]["spec"]["replicas"] == 7
+    rt.check_drift(("ns", "m"), kube.objects[KEY])
+    await asyncio.wait_for(rt._drift[("ns", "m")], 5)
+    assert kube.objects[KEY]["spec"]["replicas"] == 2
+    await rt.close()

@@ -44,13 +44,17 @@ def after_reconcile(
         )
     elif result.deployment_changed:
         verb = "Updated" if cause == "update" else "Reconciled"
-        why = "the spec changed" if cause == "update" else "the children drifted from the spec"
+        why = {
+            "update": "the spec changed",
+            "drift": "the worker Deployment was edited outside the operator",
+        }.get(cause, "the children drifted from the spec")
         out.append(
             Event(
                 "Normal",
                 verb,
-                f"applied generation {generation} because {why}: worker pods roll to "
-                f"config {config_hash} (maxUnavailable 0, maxSurge 1)",
+                f"applied generation {generation} because {why}: worker pods roll"
+                + (f" to config {config_hash}" if config_hash else "")
+                + " (maxUnavailable 0, maxSurge 1)",
             )
         )
     elif cause == "update":

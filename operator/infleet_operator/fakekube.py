@@ -123,6 +123,9 @@ class FakeKube:
         self._bump(obj)
         return copy.deepcopy(obj)
 
+    async def close(self) -> None:
+        pass
+
     async def create(self, obj: Obj) -> Obj:
         self._record(obj["kind"], "create")
         md = obj["metadata"]

@@ -75,11 +75,21 @@ async def deployment_index(
 
 # -- children changed -> owner's status ------------------------------------------------
 @kopf.on.event("v1", "pods", labels=CHILD_LABELS)
-@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
-async def child_event(namespace: str | None, labels: kopf.Labels, memo: Any, **kw: Any) -> None:
+async def pod_event(namespace: str | None, labels: kopf.Labels, memo: Any, **kw: Any) -> None:
     rt = _rt(memo)
     rt.capture(kw)
     rt.schedule((namespace or "", labels[naming.LABEL_DEPLOYMENT]))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
+async def deployment_event(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, memo: Any, **kw: Any
+) -> None:
+    rt = _rt(memo)
+    rt.capture(kw)
+    key = (namespace or "", labels[naming.LABEL_DEPLOYMENT])
+    rt.check_drift(key, body)
+    rt.schedule(key)
 
 
 @kopf.on.event(*IDEP)
@@ -143,6 +153,7 @@ async def reconcile(
         raise kopf.TemporaryError(str(e), delay=min(30, 2 ** min(retry, 5))) from e
     rt.errors.pop(key, None)
     rt.generations[key] = int(meta.get("generation") or 0)
+    rt.note_applied(key, result.deployment)
     metrics.RECONCILES.labels(cause, "ok").inc()
     metrics.RECONCILE_SECONDS.observe(timer.seconds)
     config_hash = children.render(raw, parsed).config_hash

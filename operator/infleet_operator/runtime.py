@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from infleet_operator import api, events, metrics, status
+from infleet_operator import api, apply, events, metrics, status
 from infleet_operator.kube import ApiError, Kube
 
 Obj = dict[str, Any]
@@ -96,6 +96,11 @@ class Runtime:
     indices: Indices = field(default_factory=Indices)
     generations: dict[Key, int] = field(default_factory=dict)  # last applied generation
     errors: dict[Key, tuple[str, str]] = field(default_factory=dict)
+    # The worker Deployment's metadata.generation right after our last apply: a
+    # different generation seen later means someone else changed its spec.
+    child_generations: dict[Key, int] = field(default_factory=dict)
+    drift_delay: float = 1.0
+    _drift: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _pending: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _dirty: set[Key] = field(default_factory=set)
     _locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
@@ -187,8 +192,50 @@ class Runtime:
             error=self.errors.get(key),
         )
 
+    # -- drift: someone edited a child (kubectl edit/scale): re-apply our fields -----------
+    def note_applied(self, key: Key, deployment: Obj | None) -> None:
+        gen = (deployment or {}).get("metadata", {}).get("generation")
+        if gen is not None:
+            self.child_generations[key] = int(gen)
+
+    def check_drift(self, key: Key, deployment: Mapping[str, Any]) -> None:
+        want = self.child_generations.get(key)
+        md = deployment.get("metadata") or {}
+        gen = md.get("generation")
+        if want is None or gen is None or int(gen) == want or md.get("deletionTimestamp"):
+            return
+        task = self._drift.get(key)
+        if task is None or task.done():
+            self._drift[key] = asyncio.create_task(self._correct(key), name=f"drift {key}")
+
+    async def _correct(self, key: Key) -> None:
+        await asyncio.sleep(self.drift_delay)
+        body = self.indices.idep(key)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return
+        if self.generations.get(key) != body["metadata"].get("generation"):
+            return  # a spec change is being reconciled by the handler anyway
+        try:
+            spec = api.InferenceDeploymentSpec.model_validate(body.get("spec") or {})
+            result = await apply.reconcile_children(self.kube, body, spec)
+        except Exception:
+            log.exception("drift correction of %s/%s failed", *key)
+            return
+        self.note_applied(key, result.deployment)
+        md = body["metadata"]
+        log.info(
+            "%s/%s: children edited outside the operator; re-applied (changed: %s, forced: %s)",
+            md.get("namespace"),
+            md.get("name"),
+            result.deployment_changed,
+            result.reclaimed,
+        )
+        metrics.RECONCILES.labels("drift", "ok").inc()
+        events.post(body, events.after_reconcile("drift", md.get("generation"), result, ""))
+        self.schedule(key)
+
     async def close(self) -> None:
-        for task in self._pending.values():
+        for task in [*self._pending.values(), *self._drift.values()]:
             task.cancel()
         await self.kube.close()
 
