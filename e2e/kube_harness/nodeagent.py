@@ -646,9 +646,14 @@ class PodWorker:
     # -- main loop
     def _run(self) -> None:
         try:
-            self._setup_network()
             while not self.deleting.is_set():
-                self._tick()
+                try:
+                    if self.pod_ip is None:
+                        self._setup_network()
+                    self._tick()
+                except Exception:  # e.g. a transient API error: retry, as a kubelet would
+                    log.exception("pod %s: sync failed, retrying", self.key)
+                    self.deleting.wait(1)
                 self.wake.wait(0.25)
                 self.wake.clear()
             self._shutdown()
@@ -675,6 +680,8 @@ class PodWorker:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if self.terminal:
+            return
         if not self.volumes_ready or now >= self.next_volume_sync:
             try:
                 self._write_volumes()
@@ -687,8 +694,6 @@ class PodWorker:
                     self._push_status()
                     return
             self.next_volume_sync = now + (10 if self.volumes_ready else 2)
-        if self.terminal:
-            return
         if not self.init_done:
             self._tick_init(now)
         if self.init_done:
