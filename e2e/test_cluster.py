@@ -531,3 +531,89 @@ def test_in_cluster_client_with_projected_token(cluster: Cluster, ns: str) -> No
     assert p.status.phase == "Succeeded", log
     assert "PODS ['incluster']" in log
     assert "SECRETS 403" in log  # the view role may not read secrets: RBAC is real
+
+
+def test_init_container_emptydir_and_liveness_restart(cluster: Cluster, ns: str) -> None:
+    core: Any = client.CoreV1Api(cluster.api_client())
+    main = "import time; print(open('/work/msg').read(), flush=True); time.sleep(3600)"
+    core.create_namespaced_pod(
+        ns,
+        {
+            "metadata": {"name": "initlive"},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "initContainers": [
+                    {
+                        "name": "prep",
+                        "image": "python:3.11",
+                        "command": ["python", "-c", "open('/work/msg','w').write('prepared')"],
+                        "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                    }
+                ],
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "python:3.11",
+                        "command": ["python", "-c", main],
+                        "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                        "livenessProbe": {
+                            "exec": {"command": ["test", "-f", "/work/alive"]},
+                            "initialDelaySeconds": 2,
+                            "periodSeconds": 1,
+                            "failureThreshold": 1,
+                        },
+                    }
+                ],
+                "volumes": [{"name": "work", "emptyDir": {}}],
+            },
+        },
+    )
+
+    def restarted() -> Any:
+        st = core.read_namespaced_pod("initlive", ns).status
+        cs = (st.container_statuses or [None])[0]
+        return cs and cs.restart_count >= 1 and st
+
+    st = wait_for(restarted, timeout=60, what="liveness restart")
+    assert st.init_container_statuses[0].state.terminated.exit_code == 0
+    assert {c.type: c.status for c in st.conditions}["Initialized"] == "True"
+    assert cluster.run_dir is not None
+    log = next((cluster.run_dir / "pods").glob(f"{ns}_initlive_*/logs/main.log")).read_text()
+    assert "prepared" in log
+
+
+def test_worker_image_maps_to_the_venv(cluster: Cluster, ns: str) -> None:
+    """`*/infleet-worker` images run from this checkout's venv (command overrides)."""
+    core: Any = client.CoreV1Api(cluster.api_client())
+    core.create_namespaced_pod(
+        ns,
+        {
+            "metadata": {"name": "worker-image"},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": "ghcr.io/infleet/infleet-worker:dev",
+                        "command": [
+                            "python",
+                            "-c",
+                            "import infleet_worker, sys; print(sys.prefix)",
+                        ],
+                    }
+                ],
+            },
+        },
+    )
+    p = wait_for(
+        lambda: (
+            (x := core.read_namespaced_pod("worker-image", ns)).status.phase
+            in ("Succeeded", "Failed")
+            and x
+        ),
+        timeout=60,
+        what="worker-image pod to finish",
+    )
+    assert cluster.run_dir is not None
+    log = next((cluster.run_dir / "pods").glob(f"{ns}_worker-image_*/logs/c.log")).read_text()
+    assert p.status.phase == "Succeeded", log
