@@ -15,6 +15,8 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
 if ((${#need_apt[@]})); then
   log "apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -23,6 +25,16 @@ if ((${#need_apt[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # Debian starts the packaged service; tests run their own servers on free ports.
   $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+
+# The control plane is built from Go modules (k8s v1.35 needs Go >= 1.25).
+GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
+if ! "$GO" version >/dev/null 2>&1; then
+  log "Go >= 1.25 is required to build the Kubernetes binaries (see e2e/README.md)"; exit 1
+fi
+go_minor="$("$GO" env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')"
+if [ "$go_minor" -lt 25 ]; then
+  log "Go $("$GO" env GOVERSION) is too old: the Kubernetes build needs Go >= 1.25"; exit 1
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

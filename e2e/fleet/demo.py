@@ -152,7 +152,9 @@ def _ready(obj: dict[str, Any]) -> bool:
     return False
 
 
-def _render(view: Any, t: float, phase: str, obj: dict[str, Any], stats: Any, events: list[str]):  # type: ignore[no-untyped-def]
+def _render(
+    view: Any, t: float, phase: str, obj: dict[str, Any], stats: Any, events: list[str]
+) -> Any:
     from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table

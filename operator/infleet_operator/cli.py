@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         return demo.run(args)
     sys.path.insert(0, str(e2e))
-    from fleet import demo as live_demo
+    live_demo = importlib.import_module("fleet.demo")
 
     return int(live_demo.main(["--speed", str(args.speed)]))
 
