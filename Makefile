@@ -11,7 +11,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/e2e:$(CURDIR)/bench
 PYTEST_ARGS ?=
 
-.PHONY: all bootstrap k8s-bins test unit e2e lint crds crds-check demo cluster-up cluster-down bench clean
+.PHONY: all bootstrap chart-sync k8s-bins test unit e2e lint crds crds-check demo cluster-up cluster-down bench clean
 
 all: test
 
@@ -26,9 +26,14 @@ lint: bootstrap
 	$(PY) -m ruff check operator worker tests e2e bench
 	$(PY) -m ruff format --check operator worker tests e2e bench
 	$(PY) -m mypy
+	$(VENV)/bin/hadolint Dockerfile.operator Dockerfile.worker
 
 crds: bootstrap
 	$(PY) -m infleet_operator.cli crd --out crds/
+	$(PY) tests/test_delivery_sync.py  # the chart's and kustomize base's copies
+
+chart-sync: bootstrap
+	$(PY) tests/test_delivery_sync.py
 
 crds-check: bootstrap
 	$(PY) -m infleet_operator.cli crd --check crds/

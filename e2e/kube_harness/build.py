@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GOMOD_DIR = Path(__file__).resolve().parent.parent / "gomod"
-BUILD_SCHEMA = "1"  # bump to force a rebuild when the flags below change
+BUILD_SCHEMA = "2"  # bump to force a rebuild when the flags below change
 
 
 def cache_root() -> Path:
@@ -165,6 +165,14 @@ def ldflags(go: str, tool: Tool) -> str:
     elif tool.name == "helm":
         flags += [f"-X helm.sh/helm/v3/internal/version.version={v}"]
         flags += ["-X helm.sh/helm/v3/internal/version.gitTreeState=clean"]
+        # Without these helm assumes Kubernetes 1.20 when offline (`helm template`,
+        # `helm lint`), failing charts that declare a newer kubeVersion.
+        k8s_major, k8s_minor = TOOLS[0].version().lstrip("v").split(".")[:2]
+        for pkg in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+            flags += [
+                f"-X {pkg}.k8sVersionMajor={k8s_major}",
+                f"-X {pkg}.k8sVersionMinor={k8s_minor}",
+            ]
     # etcd's version is a constant in go.etcd.io/etcd/api/v3/version: nothing to set.
     return " ".join(flags)
 

@@ -1204,7 +1204,9 @@ class PodWorker:
     def _mount_script(self, c: Container) -> Path:
         vols = {v["name"]: v for v in self.pod["spec"].get("volumes") or []}
         lines = ["set -e", f"hostname {shlex.quote(self._hostname())} 2>/dev/null || true"]
-        for m in c.spec.get("volumeMounts") or []:
+        # Volume sources live under the pod's run dir; a mount over one of its ancestors
+        # (e.g. an emptyDir at /tmp) would hide the sources of the mounts after it.
+        for m in sorted(c.spec.get("volumeMounts") or [], key=self._hides_run_dir):
             v = vols.get(m["name"])
             if v is None:
                 continue
@@ -1237,6 +1239,10 @@ class PodWorker:
         script = self.dir / f"{c.name}.sh"
         script.write_text("\n".join(lines) + "\n")
         return script
+
+    def _hides_run_dir(self, mount: dict[str, Any]) -> bool:
+        target = Path(mount["mountPath"])
+        return target == self.dir or target in self.dir.parents
 
     def _hostname(self) -> str:
         return str(self.pod["spec"].get("hostname") or self.name)[:63]
