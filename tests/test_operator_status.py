@@ -278,3 +278,44 @@ def test_transition_events() -> None:
         ("Normal", "NotReady"),
     ]
     assert events.status_transitions(broken, broken) == []
+
+
+def test_scale_up_of_current_spec_stays_ready() -> None:
+    """The autoscaler adding pods is not an outage: Ready stays True (ScalingUp)."""
+    st = compute(
+        idep(),
+        dep(replicas=4, ready=2, updated=4),
+        [pod("a"), pod("b"), pod("c", ready=False), pod("d", ready=False)],
+    )
+    c = conds(st)
+    assert c["Ready"]["status"] == "True" and c["Ready"]["reason"] == "ScalingUp"
+    assert "2/4 replicas ready, 2 starting" in c["Ready"]["message"]
+    assert c["Progressing"]["status"] == "True"
+
+
+def test_rollout_of_new_spec_is_not_ready_until_done() -> None:
+    st = compute(
+        idep(generation=2),
+        dep(replicas=2, ready=2, updated=1, generation=2, observed=2, current=3),
+        [pod("a"), pod("b"), pod("c", ready=False)],
+        observed=2,
+    )
+    assert conds(st)["Ready"]["status"] == "False"
+
+
+def test_scale_up_with_a_broken_pod_is_not_ready() -> None:
+    broken = pod(
+        "c",
+        ready=False,
+        containerStatuses=[
+            {
+                "name": "worker",
+                "restartCount": 3,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                "lastState": {"terminated": {"exitCode": 1, "message": "model load failed"}},
+            }
+        ],
+    )
+    st = compute(idep(), dep(replicas=3, ready=2, updated=3), [pod("a"), pod("b"), broken])
+    assert conds(st)["Ready"]["status"] == "False"
+    assert conds(st)["Degraded"]["status"] == "True"

@@ -3,7 +3,8 @@
 Conditions (ours: Ready, Progressing, Degraded; others such as the autoscaler's
 ScalingLimited are kept as found):
 
-- Ready: every desired replica runs the current spec and is Ready.
+- Ready: every desired replica runs the current spec and is Ready; or every pod runs
+  the current spec and some serve while more start (a scale-up: reason ScalingUp).
 - Progressing: a new spec is being applied or rolled out, or pods are starting.
 - Degraded: something a user must fix — an image that cannot be pulled, a
   worker that exits (model load failure, crash loop; with its exit code and
@@ -147,6 +148,22 @@ def pod_start_seconds(pods: list[Obj]) -> float | None:
     return float(statistics.median(samples)) if samples else None
 
 
+STARTING_WINDOW = dt.timedelta(minutes=10)
+
+
+def _starting(pod: Obj, now: dt.datetime) -> bool:
+    """A new pod on its way to Ready (not one that lost readiness, nor a crash loop)."""
+    if (_pod_condition(pod, "Ready") or {}).get("status") == "True":
+        return False
+    if any(
+        int(cs.get("restartCount", 0))
+        for cs in pod.get("status", {}).get("containerStatuses") or []
+    ):
+        return False
+    created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+    return created is not None and now - created < STARTING_WINDOW
+
+
 def _condition(
     type_: str,
     ok: bool,
@@ -258,6 +275,22 @@ def compute(
     elif rolled_out and ready >= desired and desired > 0 and error is None:
         where = f"; serving at {endpoint.http}" if endpoint else ""
         rdy = (True, "AllReplicasReady", f"{ready}/{desired} replicas ready{where}")
+    elif (
+        rolled_out
+        and 0 < ready < desired
+        and error is None
+        and not degr[0]
+        and sum(_starting(p, now) for p in live) >= desired - ready
+    ):
+        # Every pod runs the current spec and some serve: the fleet is growing (the
+        # autoscaler or a scale-up), not broken. Flapping Ready on each scale-up would
+        # page people for the autoscaler doing its job.
+        where = f"; serving at {endpoint.http}" if endpoint else ""
+        rdy = (
+            True,
+            "ScalingUp",
+            f"{ready}/{desired} replicas ready, {desired - ready} starting{where}",
+        )
     else:
         why = degr if degr[0] else prog
         serving = f"; {ready} ready pods still serve" if ready else ""

@@ -1,0 +1,186 @@
+"""Predictive autoscaling on the real control plane, with real traffic.
+
+The ``synthetic`` model's batches sleep, so on 2 CPU cores each replica adds
+capacity as a GPU would. A traffic ramp must make the fleet grow before the
+queue passes the target; when traffic stops the fleet must shrink back to
+minReplicas without failing a single request; status and Events must tell it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from fleet.endpoints import EndpointWatcher
+from fleet.traffic import FleetTraffic, ramp_schedule
+from kube_harness.testing import unique, wait_for
+from test_operator_support import OperatorProcess, install_operator_prereqs
+
+pytestmark = pytest.mark.cluster
+
+GROUP, VERSION, PLURAL = "infleet.dev", "v1alpha1", "inferencedeployments"
+TARGET_QUEUE = 8
+MIN, MAX = 1, 4
+# 8 rows per 60 + 8*5 ms batch: ~80 req/s per replica at most.
+SPEC: dict[str, Any] = {
+    "model": {
+        "name": "synthetic",
+        "source": "builtin://synthetic",
+        "parameters": {"baseMs": "60", "perItemMs": "5", "width": "16"},
+    },
+    "engine": {"device": "cpu"},
+    "batching": {"maxBatchSize": 8, "maxQueueDelayMicroseconds": 5000, "maxQueueSize": 4000},
+    "autoscaling": {
+        "enabled": True,
+        "policy": "predictive",
+        "minReplicas": MIN,
+        "maxReplicas": MAX,
+        "targetQueueDepthPerReplica": TARGET_QUEUE,
+        "intervalSeconds": 2,
+        "scaleDownStabilizationSeconds": 10,
+        "predictive": {"capacityPerReplica": 80},
+    },
+    "terminationGracePeriodSeconds": 20,
+}
+# req/s over time: idle trickle, a 40 s ramp to ~2.5 replicas' worth, hold, stop.
+RAMP = [(0, 10), (10, 10), (50, 170), (70, 170), (75, 0)]
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    kubeconfig = install_operator_prereqs(cluster, tmp_path_factory.mktemp("scale-op"))
+    op = OperatorProcess(
+        kubeconfig, tmp_path_factory.mktemp("scale-oplogs"), name="infleet-scale-0"
+    )
+    op.start()
+    op.wait_log("Resuming operations", timeout=60)
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def ns(cluster: Any) -> Iterator[str]:
+    name = unique("e2e-scale")
+    core = client.CoreV1Api(cluster.api_client())
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+class StatusRecorder:
+    """Samples status every 0.5 s: (t, queueDepth, readyReplicas, desiredReplicas)."""
+
+    def __init__(self, custom: Any, ns: str, name: str) -> None:
+        self.custom, self.ns, self.name = custom, ns, name
+        self.samples: list[tuple[float, float | None, int, int | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.t0 = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                obj = self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, self.ns, PLURAL, self.name
+                )
+            except Exception:
+                continue
+            st = obj.get("status") or {}
+            auto = st.get("autoscaler") or {}
+            self.samples.append(
+                (
+                    time.monotonic() - self.t0,
+                    auto.get("queueDepth"),
+                    int(st.get("readyReplicas") or 0),
+                    auto.get("desiredReplicas"),
+                )
+            )
+
+    def __enter__(self) -> StatusRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _scaled_events(core: Any, ns: str, name: str) -> list[str]:
+    evs = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+    return [e.message for e in evs.items if e.reason == "Scaled"]
+
+
+def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
+    cluster: Any, operator: OperatorProcess, ns: str, tmp_path: Path
+) -> None:
+    api = cluster.api_client()
+    custom = client.CustomObjectsApi(api)
+    apps = client.AppsV1Api(api)
+    core = client.CoreV1Api(api)
+    name = "scale-demo"
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceDeployment",
+        "metadata": {"name": name},
+        "spec": SPEC,
+    }
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+
+    def ready() -> bool:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        conds = (obj.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+    wait_for(ready, timeout=120, what="the fleet to be Ready")
+    watcher = EndpointWatcher(api, ns, f"{name}-headless").start()
+    traffic = FleetTraffic(lambda: watcher.addresses, "synthetic", port=8000)
+    try:
+        with StatusRecorder(custom, ns, name) as rec:
+            asyncio.run(traffic.run(ramp_schedule(RAMP), RAMP[-1][0]))
+
+            # Scale-down to minReplicas once traffic has stopped.
+            def back_to_min() -> bool:
+                dep = apps.read_namespaced_deployment(name, ns)
+                return dep.spec.replicas == MIN and (dep.status.ready_replicas or 0) == MIN
+
+            wait_for(back_to_min, timeout=150, interval=1, what="scale-down to minReplicas")
+    finally:
+        watcher.stop()
+        asyncio.run(traffic.close())
+
+    stats = traffic.stats
+    print(f"\nserved {stats.total_ok}, failed {stats.total_failed}; kinds {stats.error_kinds()}")
+    for t, q, r, d in rec.samples[::4]:
+        print(f"  t={t:5.1f}s queue={q} ready={r} desired={d}")
+    assert stats.total_ok > 5000
+    assert stats.total_failed == 0, stats.failures[:5]
+
+    # The first scale-up came before the queue passed the target per replica.
+    first_up = next(
+        (i for i, (_, _, r, d) in enumerate(rec.samples) if d is not None and d > max(r, MIN)),
+        None,
+    )
+    assert first_up is not None, "the autoscaler never scaled up"
+    before = [q / max(r, 1) for _, q, r, _ in rec.samples[: first_up + 1] if q is not None]
+    assert max(before, default=0.0) <= TARGET_QUEUE, (
+        f"queue per replica reached {max(before):.1f} (target {TARGET_QUEUE}) before the "
+        "first scale-up"
+    )
+    assert max(r for _, _, r, _ in rec.samples) >= 2
+
+    # Status and Events tell the story.
+    messages = _scaled_events(core, ns, name)
+    assert any(m.startswith("Scaled up from 1") for m in messages), messages
+    assert any(m.startswith("Scaled down") for m in messages), messages
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    auto = obj["status"]["autoscaler"]
+    assert auto["policy"] == "predictive"
+    assert auto["history"] and auto["history"][-1]["toReplicas"] == MIN
+    assert obj["metadata"]["generation"] == 1  # the operator never wrote the spec
