@@ -210,6 +210,10 @@ class Runtime:
 
     async def _correct(self, key: Key) -> None:
         await asyncio.sleep(self.drift_delay)
+        latest = self.indices.deployment(key)
+        gen = ((latest or {}).get("metadata") or {}).get("generation")
+        if gen is not None and self.child_generations.get(key) == int(gen):
+            return  # the change was ours after all (e.g. the autoscaler's replicas)
         body = self.indices.idep(key)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return

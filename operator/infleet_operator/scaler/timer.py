@@ -149,7 +149,8 @@ async def autoscale(
     )
     raw = dict(body)
     if outcome.plan.changed:
-        await apply.set_replicas(rt.kube, deployment, outcome.plan.replicas)
+        written = await apply.set_replicas(rt.kube, deployment, outcome.plan.replicas)
+        rt.note_applied(key, written)  # our own change: not drift to correct
         log.info("%s/%s: %s", namespace, name, outcome.event)
         events.post(raw, [events.Event("Normal", "Scaled", outcome.event or "")])
     patch = status_patch(raw, outcome)
