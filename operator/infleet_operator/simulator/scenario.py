@@ -10,7 +10,8 @@ from infleet_operator.simulator.fleet import FleetConfig
 from infleet_operator.simulator.service import saturated_throughput
 from infleet_operator.simulator.traces import Trace
 
-DEFAULT_TARGETS = {"hpa": 8.0, "kpa": 8.0, "predictive": 0.7, "oracle": 0.7}
+# Picked by bench/autoscaling.py on diurnal+bursty (30 s start delay, 99% goal).
+DEFAULT_TARGETS = {"hpa": 4.0, "kpa": 2.0, "predictive": 0.5, "oracle": 0.8}
 
 
 def policy_for(
