@@ -49,8 +49,8 @@ SPEC: dict[str, Any] = {
     },
     "terminationGracePeriodSeconds": 20,
 }
-# req/s over time: idle trickle, a 40 s ramp to ~2.5 replicas' worth, hold, stop.
-RAMP = [(0, 10), (10, 10), (50, 170), (70, 170), (75, 0)]
+# req/s over time: idle trickle, a 60 s ramp to ~2.5 replicas' worth, hold, stop.
+RAMP = [(0, 10), (10, 10), (70, 170), (85, 170), (90, 0)]
 
 
 @pytest.fixture(scope="module")

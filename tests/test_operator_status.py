@@ -282,8 +282,10 @@ def test_transition_events() -> None:
 
 def test_scale_up_of_current_spec_stays_ready() -> None:
     """The autoscaler adding pods is not an outage: Ready stays True (ScalingUp)."""
+    body = idep()
+    body["status"] = compute(body, dep(), [pod("a"), pod("b")])  # Ready at 2/2 first
     st = compute(
-        idep(),
+        body,
         dep(replicas=4, ready=2, updated=4),
         [pod("a"), pod("b"), pod("c", ready=False), pod("d", ready=False)],
     )
@@ -319,3 +321,8 @@ def test_scale_up_with_a_broken_pod_is_not_ready() -> None:
     st = compute(idep(), dep(replicas=3, ready=2, updated=3), [pod("a"), pod("b"), broken])
     assert conds(st)["Ready"]["status"] == "False"
     assert conds(st)["Degraded"]["status"] == "True"
+
+
+def test_first_rollout_is_not_ready_until_complete() -> None:
+    st = compute(idep(), dep(replicas=2, ready=1, updated=2), [pod("a"), pod("b", ready=False)])
+    assert conds(st)["Ready"]["status"] == "False"

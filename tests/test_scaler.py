@@ -271,3 +271,35 @@ def test_predictive_scales_down_after_window_whatever_the_tick(tick: float) -> N
         t += tick
     assert first_down is not None and first_down <= 20.0 + tick
     assert replicas == 1
+
+
+def test_predictive_catches_a_steep_ramp_within_a_few_ticks() -> None:
+    """A 4 req/s^2 ramp with 5 s pod starts: the slow level alone reacted ~20 s late."""
+    from infleet_operator.autoscaling.observations import Observation
+    from infleet_operator.autoscaling.policy import make_policy
+
+    policy = make_policy(
+        "predictive",
+        {"min_replicas": 1, "max_replicas": 10, "lead_s": 5.0, "capacity_per_replica": 80.0},
+    )
+    per_replica = 80.0 * 0.7  # capacity x default target utilisation
+    t, replicas, crossed, scaled = 0.0, 1, None, None
+    while t < 60:
+        rate = 10.0 + 4.0 * max(0.0, t - 10.0)
+        if crossed is None and rate > per_replica:
+            crossed = t
+        obs = Observation(
+            t,
+            replicas,
+            replicas,
+            queue_depth=0,
+            in_flight=1,
+            arrival_rate=rate,
+            completion_rate=min(rate, 80.0 * replicas),
+        )
+        replicas = policy.decide(obs).desired_replicas
+        if scaled is None and replicas > 1:
+            scaled = t
+        t += 2.0
+    assert crossed is not None and scaled is not None
+    assert scaled - crossed <= 6.0, f"scaled {scaled - crossed:.0f}s after the load crossed"

@@ -281,6 +281,7 @@ def compute(
         and error is None
         and not degr[0]
         and sum(_starting(p, now) for p in live) >= desired - ready
+        and (previous.get(READY) or {}).get("status") == "True"  # not a first rollout
     ):
         # Every pod runs the current spec and some serve: the fleet is growing (the
         # autoscaler or a scale-up), not broken. Flapping Ready on each scale-up would

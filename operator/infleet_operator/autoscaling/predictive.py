@@ -41,6 +41,10 @@ class PredictiveConfig:
     down_step_fraction: float = 0.2  # at most this share of replicas removed per step
     down_step_interval_s: float = 30.0
     level_tau_s: float = 20.0
+    # Scale-up also watches a fast EWMA of the arrival rate: the slow level lags a ramp
+    # by about slope x level_tau_s, which is longer than a pod start on small models.
+    # Asymmetric smoothing: quick up, slow (hysteretic) down.
+    fast_tau_s: float = 4.0
     trend_tau_s: float = 120.0
     damping_tau_s: float = 600.0
     season_period_s: float = 86400.0
@@ -61,6 +65,8 @@ class PredictivePolicy:
         self._down: deque[tuple[float, int]] = deque()  # (time, scale-down candidate)
         self._last_down_step = -math.inf
         self._down_since = -math.inf
+        self._fast = 0.0
+        self._fast_t: float | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PredictivePolicy:
@@ -77,13 +83,17 @@ class PredictivePolicy:
         self.forecaster.update(obs.time, obs.arrival_rate)
         self._learn_capacity(obs)
         level = self.forecaster.level or 0.0
+        fast = self._update_fast(obs.time, obs.arrival_rate)
         rate = max(self.forecaster.forecast(c.lead_s), level)
         backlog = max(0.0, obs.queue_depth - c.normal_queue_per_replica * obs.ready_replicas)
         load = rate + backlog / c.drain_horizon_s
+        load_up = max(rate, fast) + backlog / c.drain_horizon_s
         per_replica = self.capacity * c.target_utilization
-        trigger = math.ceil(load / per_replica - 1e-9)
-        need_up = math.ceil(load * (1 + c.headroom_up) / per_replica - 1e-9)
+        trigger = math.ceil(load_up / per_replica - 1e-9)
+        need_up = math.ceil(load_up * (1 + c.headroom_up) / per_replica - 1e-9)
         need_down = math.ceil(load * (1 + c.headroom_down) / per_replica - 1e-9)
+        if fast > rate:
+            rate = fast  # what the decision below is planning for
         current = obs.current_replicas
         why = (
             f"forecast {rate:.1f} req/s in {c.lead_s:.0f}s (now {level:.1f})"
@@ -95,6 +105,15 @@ class PredictivePolicy:
             return bounded(need_up, self.bounds, f"{why} -> up to {need_up}", rate)
         want, note = self._scale_down(obs.time, need_down, current)
         return bounded(want, self.bounds, f"{why} -> {note}", rate, goal=min(want, need_down))
+
+    def _update_fast(self, t: float, value: float) -> float:
+        if self._fast_t is None or t <= self._fast_t:
+            self._fast, self._fast_t = value, t
+            return self._fast
+        a = 1.0 - math.exp(-(t - self._fast_t) / self.config.fast_tau_s)
+        self._fast += a * (value - self._fast)
+        self._fast_t = t
+        return self._fast
 
     def _scale_down(self, now: float, need: int, current: int) -> tuple[int, str]:
         c = self.config
