@@ -27,9 +27,7 @@ sys.path.insert(0, str(ROOT / "e2e"))
 
 from kubernetes import client  # noqa: E402
 
-from kube_harness.build import find_binaries  # noqa: E402
-from kube_harness.cluster import Cluster  # noqa: E402
-from test_operator_support import (  # noqa: E402
+from fleet.operator import (  # noqa: E402
     GROUP,
     PLURAL,
     VERSION,
@@ -37,6 +35,8 @@ from test_operator_support import (  # noqa: E402
     install_operator_prereqs,
     kubectl,
 )
+from kube_harness.build import find_binaries  # noqa: E402
+from kube_harness.cluster import Cluster  # noqa: E402
 
 
 def spec(replicas: int = 1, batch: int = 16) -> dict[str, Any]:

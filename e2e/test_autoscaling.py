@@ -19,9 +19,9 @@ import pytest
 from kubernetes import client
 
 from fleet.endpoints import EndpointWatcher
+from fleet.operator import OperatorProcess, install_operator_prereqs
 from fleet.traffic import FleetTraffic, ramp_schedule
 from kube_harness.testing import unique, wait_for
-from test_operator_support import OperatorProcess, install_operator_prereqs
 
 pytestmark = pytest.mark.cluster
 

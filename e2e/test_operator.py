@@ -24,19 +24,18 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from kube_harness.testing import unique, wait_for
-from test_operator_support import (
+from fleet.endpoints import EndpointFollower, EndpointWatcher
+from fleet.operator import (
     GROUP,
     PLURAL,
     ROOT,
     VERSION,
-    EndpointFollower,
     OperatorProcess,
     free_port,
     install_operator_prereqs,
     kubectl,
-    ready_addresses,
 )
+from kube_harness.testing import unique, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -204,7 +203,7 @@ def metric(ip: str, name: str) -> float:
 
 
 def pod_ips(api: Any, ns: str, name: str) -> list[str]:
-    return ready_addresses(client.DiscoveryV1Api(api), ns, name)
+    return EndpointWatcher(api, ns, name).refresh()
 
 
 def parse_ts(s: str) -> float:

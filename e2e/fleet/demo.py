@@ -13,11 +13,9 @@ import argparse
 import asyncio
 import contextlib
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,48 +80,6 @@ PHASES = [
 
 def say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
-
-
-@dataclass
-class Operator:
-    """``infleet-operator`` as a process, with its log in the run directory."""
-
-    kubeconfig: Path
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    _log: Any = field(default=None, repr=False)
-
-    def start(self) -> Operator:
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "infleet-operator"),
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--namespace",
-                NAMESPACE,
-                "--standalone",
-                "--health-port",
-                "0",
-                "--metrics-port",
-                "0",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
-        )
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log:
-            self._log.close()
 
 
 def _get_idep(custom: Any) -> dict[str, Any]:
@@ -247,6 +203,7 @@ async def _drive(cluster: Any, custom: Any, args: argparse.Namespace) -> tuple[i
 def run(args: argparse.Namespace) -> int:
     from kubernetes import client as k8s
 
+    from fleet.operator import OperatorProcess, install_operator_prereqs
     from kube_harness.build import find_binaries
     from kube_harness.cluster import Cluster
 
@@ -257,27 +214,15 @@ def run(args: argparse.Namespace) -> int:
     cluster = Cluster(
         run_dir=run_dir / "cluster", nodes=2, gpus_per_node=4, binaries=find_binaries()
     )
-    operator: Operator | None = None
+    operator: OperatorProcess | None = None
     try:
         cluster.start()
         say(f"control plane up in {cluster.start_seconds:.1f}s at {cluster.server}")
-        cluster.run_kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        _wait(
-            lambda: (
-                "Established"
-                in cluster.run_kubectl(
-                    "get",
-                    "crd",
-                    "inferencedeployments.infleet.dev",
-                    "-o",
-                    "jsonpath={.status.conditions[*].type}",
-                )
-            ),
-            60,
-            "the CRD to be established",
-        )
-        operator = Operator(cluster.kubeconfig, run_dir / "operator.log").start()
-        say(f"operator started (log: {operator.log_path})")
+        # CRDs and the operator's own RBAC; it runs with that ServiceAccount's token.
+        kubeconfig = install_operator_prereqs(cluster, run_dir)
+        operator = OperatorProcess(kubeconfig, run_dir, name="infleet-operator-demo").start()
+        operator.wait_log("Resuming operations", timeout=60)
+        say(f"operator started with its minimal RBAC (log: {operator.log})")
         manifest = run_dir / "demo-fleet.yaml"
         manifest.write_text(yaml.safe_dump(DEMO_SPEC, sort_keys=False))
         print(manifest.read_text())

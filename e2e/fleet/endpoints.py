@@ -7,7 +7,10 @@ turns not-ready, which is what makes scale-down lossless.
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -70,3 +73,65 @@ class EndpointWatcher:
                 self.refresh()
             except Exception:  # the API server restarting; keep the last list
                 continue
+
+
+class EndpointFollower:
+    """Sends requests round-robin to the Ready pods of a Service, following EndpointSlices.
+
+    ``send(ip) -> None`` makes one request (raises on failure). Runs until stopped or
+    ``max_seconds``; records successes, failures (with the error) and the IPs used.
+    """
+
+    def __init__(
+        self,
+        api_client: Any,
+        namespace: str,
+        service: str,
+        send: Callable[[str], None],
+        poll: float = 0.1,
+        max_seconds: float = 300,
+    ) -> None:
+        self.watcher = EndpointWatcher(api_client, namespace, service, interval=poll)
+        self.namespace, self.service, self.send = namespace, service, send
+        self.poll, self.max_seconds = poll, max_seconds
+        self.ok = 0
+        self.failures: list[tuple[str, str]] = []
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def addresses(self) -> list[str]:
+        return self.watcher.addresses
+
+    def _traffic(self) -> None:
+        t0 = time.monotonic()
+        rr = itertools.count()
+        while not self._stop.is_set() and time.monotonic() - t0 < self.max_seconds:
+            addrs = self.addresses
+            if not addrs:
+                time.sleep(0.05)
+                continue
+            ip = addrs[next(rr) % len(addrs)]
+            try:
+                self.send(ip)
+                self.ok += 1
+                self.seen.add(ip)
+            except Exception as e:
+                self.failures.append((ip, repr(e)[:300]))
+            time.sleep(0.02)
+
+    def start(self, clients: int = 2) -> EndpointFollower:
+        self.watcher.start()
+        self._threads = [
+            threading.Thread(target=self._traffic, daemon=True) for _ in range(clients)
+        ]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+        self.watcher.stop()

@@ -1,4 +1,4 @@
-"""Helpers for the operator's e2e tests and bench/bench_operator.py (no tests in here).
+"""The operator as a process on the harness cluster: e2e tests, bench/bench_operator.py, demo.
 
 - :func:`install_operator_prereqs`: CRDs (ours + kopf peering) and the RBAC of
   manifests/base/rbac.yaml, then a kubeconfig carrying a TokenRequest token of
@@ -6,29 +6,24 @@
   so a missing permission fails a test.
 - :class:`OperatorProcess`: ``infleet-operator`` as a host subprocess (pods would
   need in-cluster routing to reach the API server; the host reaches it directly).
-- :class:`EndpointFollower`: what kube-proxy does for a client: follow the
-  Service's EndpointSlices and spread requests over the Ready pod IPs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "infleet.dev", "v1alpha1", "inferencedeployments"
 OP_NAMESPACE = "infleet-system"
 OP_SA = "infleet-operator"
@@ -177,84 +172,3 @@ class OperatorProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return 0.0
-
-
-def ready_addresses(discovery: Any, namespace: str, service: str) -> list[str]:
-    """Ready, non-terminating endpoint addresses of a Service, from its EndpointSlices."""
-    slices = discovery.list_namespaced_endpoint_slice(
-        namespace, label_selector=f"kubernetes.io/service-name={service}"
-    ).items
-    out = []
-    for s in slices:
-        for ep in s.endpoints or []:
-            cond = ep.conditions
-            if cond is not None and cond.ready and not cond.terminating:
-                out.extend(ep.addresses or [])
-    return sorted(set(out))
-
-
-class EndpointFollower:
-    """Sends requests round-robin to the Ready pods of a Service, following EndpointSlices.
-
-    ``send(ip) -> None`` makes one request (raises on failure). Runs until stopped or
-    ``max_seconds``; records successes, failures (with the error) and the IPs used.
-    """
-
-    def __init__(
-        self,
-        api_client: Any,
-        namespace: str,
-        service: str,
-        send: Callable[[str], None],
-        poll: float = 0.1,
-        max_seconds: float = 300,
-    ) -> None:
-        from kubernetes import client
-
-        self.discovery = client.DiscoveryV1Api(api_client)
-        self.namespace, self.service, self.send = namespace, service, send
-        self.poll, self.max_seconds = poll, max_seconds
-        self.addresses: list[str] = []
-        self.ok = 0
-        self.failures: list[tuple[str, str]] = []
-        self.seen: set[str] = set()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):
-                self.addresses = ready_addresses(self.discovery, self.namespace, self.service)
-            self._stop.wait(self.poll)
-
-    def _traffic(self) -> None:
-        t0 = time.monotonic()
-        rr = itertools.count()
-        while not self._stop.is_set() and time.monotonic() - t0 < self.max_seconds:
-            addrs = self.addresses
-            if not addrs:
-                time.sleep(0.05)
-                continue
-            ip = addrs[next(rr) % len(addrs)]
-            try:
-                self.send(ip)
-                self.ok += 1
-                self.seen.add(ip)
-            except Exception as e:
-                self.failures.append((ip, repr(e)[:300]))
-            time.sleep(0.02)
-
-    def start(self, clients: int = 2) -> EndpointFollower:
-        self.addresses = ready_addresses(self.discovery, self.namespace, self.service)
-        self._threads = [threading.Thread(target=self._watch, daemon=True)]
-        self._threads += [
-            threading.Thread(target=self._traffic, daemon=True) for _ in range(clients)
-        ]
-        for t in self._threads:
-            t.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(15)
