@@ -4,10 +4,13 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 CACHE ?= $(HOME)/.cache/infleet
 VENV ?= $(CACHE)/venv
-PY := $(VENV)/bin/python
+# This checkout's overlay on the shared dependency venv (scripts/bootstrap.sh).
+LOCAL_VENV := $(CURDIR)/.venv
+PY := $(LOCAL_VENV)/bin/python
 export INFLEET_CACHE := $(CACHE)
-export INFLEET_VENV := $(VENV)
-export PATH := $(VENV)/bin:$(PATH)
+export INFLEET_DEPS_VENV := $(VENV)
+export INFLEET_VENV := $(LOCAL_VENV)
+export PATH := $(LOCAL_VENV)/bin:$(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/e2e:$(CURDIR)/bench
 PYTEST_ARGS ?=
 
@@ -23,8 +26,8 @@ k8s-bins: bootstrap
 	@$(PY) -m kube_harness.build
 
 lint: bootstrap
-	$(PY) -m ruff check operator worker tests e2e bench
-	$(PY) -m ruff format --check operator worker tests e2e bench
+	$(VENV)/bin/ruff check operator worker tests e2e bench
+	$(VENV)/bin/ruff format --check operator worker tests e2e bench
 	$(PY) -m mypy
 	$(VENV)/bin/hadolint Dockerfile.operator Dockerfile.worker
 

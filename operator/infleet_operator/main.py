@@ -128,10 +128,22 @@ async def run(cfg: OperatorConfig) -> None:
     )
 
 
+def use_kubeconfig(path: str) -> None:
+    """Point both kopf's login and our client at ``path``.
+
+    The kubernetes package reads $KUBECONFIG once, when it is imported, and kopf
+    imports it before any flag is parsed; so the module default is set as well.
+    """
+    os.environ["KUBECONFIG"] = path
+    from kubernetes.config import kube_config
+
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, kubeconfig = parse_args(argv)
     if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig
+        use_kubeconfig(kubeconfig)
     if os.environ.get("POD_NAME") and not os.environ.get("POD_ID"):
         os.environ["POD_ID"] = os.environ["POD_NAME"]  # kopf's peering identity
     import kopf
