@@ -56,6 +56,11 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.deps-* && touch "$stamp"
 fi
 
+# A shared venv from before the overlay existed still holds one checkout's editable install.
+if "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("infleet")' 2>/dev/null; then
+  "$VENV/bin/pip" uninstall -q -y infleet
+fi
+
 # This checkout's overlay: $ROOT/.venv sees this checkout's source roots first, then
 # the shared dependencies, and has the console scripts. What an editable install
 # does, without pip, and without one checkout re-pointing another's (two clones,
