@@ -63,6 +63,7 @@ class Point:
     errors: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    client_cpu: float = 0.0  # cores used by this load generator during the point
 
     @property
     def infer_per_s(self) -> float:
@@ -158,11 +159,13 @@ async def run_point(
                 point.requests += 1
                 point.latencies.append(done - begin)
 
+    cpu0 = time.process_time()
     try:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     finally:
         await client.close()
     point.seconds = args.duration
+    point.client_cpu = (time.process_time() - cpu0) / (args.warmup + args.duration)
     return point
 
 
@@ -267,7 +270,11 @@ def serve_infleet(
     args: argparse.Namespace, params: dict[str, str], log_dir: Path
 ) -> Iterator[tuple[int, int]]:
     http, grpc, metrics = free_port(), free_port(), free_port()
-    cmd = [*infleet_worker_cmd(), "--model-source", "builtin://mlp", "--model-name", args.model]
+    worker = infleet_worker_cmd()
+    if args.infleet_profile:  # cProfile of the worker's main thread (the event loop)
+        worker = [sys.executable, "-m", "cProfile", "-o", str(args.infleet_profile)]
+        worker += ["-m", "infleet_worker.cli"]
+    cmd = [*worker, "--model-source", "builtin://mlp", "--model-name", args.model]
     for k, v in params.items():
         cmd += ["--model-param", f"{k}={v}"]
     cmd += [
@@ -292,6 +299,13 @@ def serve_infleet(
             yield http, grpc
         finally:
             stop_process(proc)
+    if args.infleet_profile and args.infleet_profile.exists():
+        import pstats
+
+        progress(f"infleet main-thread profile {args.infleet_profile}, top 30 by own time:")
+        pstats.Stats(str(args.infleet_profile), stream=sys.stderr).sort_stats(
+            "tottime"
+        ).print_stats(30)
 
 
 def load_triton_peer() -> ModuleType:
@@ -410,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-queue-delay-us", type=int, default=1000)
     parser.add_argument("--infleet-arg", action="append", default=[], help="extra worker flag")
+    parser.add_argument(
+        "--infleet-profile", type=Path, default=None, help="cProfile the worker into this file"
+    )
     parser.add_argument("--start-timeout", type=float, default=180.0)
     parser.add_argument("--no-check", action="store_true", help="skip the torch check")
     parser.add_argument("--atol", type=float, default=1e-4, help="check tolerance x max|ref|")
@@ -434,7 +451,7 @@ async def measure(
             progress(
                 f"  {point.infer_per_s:.1f} infer/s, {point.rows_per_s:.1f} rows/s, "
                 f"p50 {point.pct(50):.2f} ms, p99 {point.pct(99):.2f} ms, "
-                f"{point.errors} errors"
+                f"{point.errors} errors, client {point.client_cpu:.2f} cores"
             )
             points.append(point)
     return points
