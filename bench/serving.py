@@ -26,7 +26,6 @@ import contextlib
 import importlib.util
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
 
 
 def progress(msg: str) -> None:
@@ -51,6 +51,7 @@ class Target:
     label: str
     url: str  # host:port for the protocol in use
     model: str
+    stats_url: str | None = None  # host:port of its HTTP endpoint, for the batch statistics
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Point:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     client_cpu: float = 0.0  # cores used by this load generator during the point
+    server_batch: float = math.nan  # rows per executed batch (server statistics)
 
     @property
     def infer_per_s(self) -> float:
@@ -129,6 +131,23 @@ async def infer_once(
     return out
 
 
+def model_counts(target: Target) -> tuple[int, int] | None:
+    """(inference_count, execution_count) from the statistics extension, if served."""
+    import json
+    import urllib.request
+
+    if not target.stats_url:
+        return None
+    url = f"http://{target.stats_url}/v2/models/{target.model}/stats"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            doc = json.loads(r.read())
+        stats = doc["model_stats"][0]
+        return int(stats["inference_count"]), int(stats["execution_count"])
+    except (OSError, KeyError, IndexError, ValueError):
+        return None
+
+
 async def run_point(
     target: Target, protocol: str, args: argparse.Namespace, concurrency: int, batch: int
 ) -> Point:
@@ -159,11 +178,15 @@ async def run_point(
                 point.requests += 1
                 point.latencies.append(done - begin)
 
+    before = await asyncio.to_thread(model_counts, target)
     cpu0 = time.process_time()
     try:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     finally:
         await client.close()
+    after = await asyncio.to_thread(model_counts, target)
+    if before and after and after[1] > before[1]:
+        point.server_batch = (after[0] - before[0]) / (after[1] - before[1])
     point.seconds = args.duration
     point.client_cpu = (time.process_time() - cpu0) / (args.warmup + args.duration)
     return point
@@ -175,10 +198,8 @@ async def run_point(
 def reference_model(params: dict[str, str]) -> Any:
     import torch
 
-    from infleet_worker.models import builtin_factory
-
     torch.set_num_threads(1)  # the client's torch stays off the servers' cores
-    return builtin_factory("mlp")(params).eval()
+    return import_worker_models().builtin_factory("mlp")(params).eval()
 
 
 async def check_outputs(
@@ -254,15 +275,24 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
             proc.wait()
 
 
-def infleet_worker_cmd() -> list[str]:
-    exe = shutil.which("infleet-worker") or str(Path(sys.executable).parent / "infleet-worker")
-    if Path(exe).exists():
-        return [exe]
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from infleet_worker.cli import main; sys.exit(main())",
-    ]
+def worker_env() -> dict[str, str]:
+    """This environment with the checkout's ``worker/`` importable (any of the venvs)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT / "worker"), env.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+def import_worker_models() -> Any:
+    if str(REPO_ROOT / "worker") not in sys.path:
+        try:
+            import infleet_worker
+        except ImportError:
+            sys.path.insert(0, str(REPO_ROOT / "worker"))
+    import infleet_worker.models
+
+    return infleet_worker.models
 
 
 @contextlib.contextmanager
@@ -270,10 +300,9 @@ def serve_infleet(
     args: argparse.Namespace, params: dict[str, str], log_dir: Path
 ) -> Iterator[tuple[int, int]]:
     http, grpc, metrics = free_port(), free_port(), free_port()
-    worker = infleet_worker_cmd()
+    worker = [sys.executable, "-m", "infleet_worker.cli"]  # = infleet-worker
     if args.infleet_profile:  # cProfile of the worker's main thread (the event loop)
-        worker = [sys.executable, "-m", "cProfile", "-o", str(args.infleet_profile)]
-        worker += ["-m", "infleet_worker.cli"]
+        worker[1:1] = ["-m", "cProfile", "-o", str(args.infleet_profile)]
     cmd = [*worker, "--model-source", "builtin://mlp", "--model-name", args.model]
     for k, v in params.items():
         cmd += ["--model-param", f"{k}={v}"]
@@ -292,7 +321,7 @@ def serve_infleet(
     progress("starting infleet: " + " ".join(cmd))
     log_path = log_dir / "infleet.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env())
         try:
             wait_ready(http, proc, args.model, args.start_timeout)
             progress(f"infleet ready (http {http}, grpc {grpc}; log {log_path})")
@@ -351,13 +380,13 @@ def fmt_row(p: Point) -> str:
     return (
         f"{p.target:<10} {p.protocol:<5} {p.concurrency:>5} {p.batch:>5} "
         f"{p.infer_per_s:>10.1f} {p.rows_per_s:>10.1f} {p.pct(50):>9.2f} {p.pct(99):>9.2f}"
-        f" {p.errors:>6}"
+        f" {p.server_batch:>6.1f} {p.errors:>6}"
     )
 
 
 HEADER = (
     f"{'target':<10} {'proto':<5} {'conc':>5} {'batch':>5} {'infer/s':>10} {'rows/s':>10} "
-    f"{'p50 ms':>9} {'p99 ms':>9} {'errors':>6}"
+    f"{'p50 ms':>9} {'p99 ms':>9} {'sbatch':>6} {'errors':>6}"
 )
 
 
@@ -403,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=None, help="host:port of an endpoint to measure")
     parser.add_argument("--label", default="endpoint", help="name of --url in the table")
+    parser.add_argument(
+        "--stats-url", default=None, help="host:port of --url's HTTP side (batch statistics)"
+    )
     parser.add_argument("--protocol", default="grpc", help="grpc, http or grpc,http")
     parser.add_argument("--model", default="mlp")
     parser.add_argument("--input", default="input")
@@ -451,7 +483,8 @@ async def measure(
             progress(
                 f"  {point.infer_per_s:.1f} infer/s, {point.rows_per_s:.1f} rows/s, "
                 f"p50 {point.pct(50):.2f} ms, p99 {point.pct(99):.2f} ms, "
-                f"{point.errors} errors, client {point.client_cpu:.2f} cores"
+                f"{point.errors} errors, client {point.client_cpu:.2f} cores, "
+                f"server batch {point.server_batch:.1f} rows"
             )
             points.append(point)
     return points
@@ -478,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
 
     points: list[Point] = []
     if args.url:
-        target = Target(args.label, args.url, args.model)
+        stats_url = args.url if protocols[0] == "http" else args.stats_url
+        target = Target(args.label, args.url, args.model, stats_url)
         points += asyncio.run(measure(target, protocols[0], args, params))
     servers = [("infleet", serve_infleet, args.serve_infleet)]
     servers.append(("triton", serve_triton, args.serve_triton))
@@ -488,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         with serve(args, params, log_dir) as (http, grpc):
             for protocol in protocols:
                 port = grpc if protocol == "grpc" else http
-                target = Target(label, f"127.0.0.1:{port}", args.model)
+                target = Target(label, f"127.0.0.1:{port}", args.model, f"127.0.0.1:{http}")
                 points += asyncio.run(measure(target, protocol, args, params))
 
     print()

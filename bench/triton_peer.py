@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import site
 import socket
 import subprocess
 import sys
@@ -74,11 +75,14 @@ MODEL_PY = textwrap.dedent(
     """Triton Python backend: infleet's builtin mlp, one torch forward per dynamic batch."""
     import json
     import os
+    import site
     import sys
 
-    # The stub's embedded interpreter does not see PYTHONPATH: the main venv's
-    # site-packages (torch, numpy) and worker/ (infleet_worker), baked in at generation.
-    sys.path[:0] = [p for p in __EXTRA_PATHS__ if p not in sys.path]
+    # The stub's embedded interpreter does not see PYTHONPATH: the bench interpreter's
+    # site dirs (torch; their .pth files too) and worker/ (infleet_worker), baked in.
+    for _dir in __SITE_DIRS__:
+        site.addsitedir(_dir)
+    sys.path.insert(0, __WORKER_DIR__)
 
     import torch
     import triton_python_backend_utils as pb_utils
@@ -134,8 +138,11 @@ def build_repository(
     tdir = tritonserver_dir or server_dir()
     mdir = root / model_name
     (mdir / "1").mkdir(parents=True, exist_ok=True)
-    extra = [sysconfig.get_paths()["purelib"], str(REPO_ROOT / "worker")]
-    (mdir / "1" / "model.py").write_text(MODEL_PY.replace("__EXTRA_PATHS__", repr(extra)))
+    site_dirs = [*site.getsitepackages(), sysconfig.get_paths()["purelib"]]
+    code = MODEL_PY.replace("__SITE_DIRS__", repr(list(dict.fromkeys(site_dirs))))
+    (mdir / "1" / "model.py").write_text(
+        code.replace("__WORKER_DIR__", repr(str(REPO_ROOT / "worker")))
+    )
     all_params = {**(params or {}), "width": str(width), "cpu_threads": str(cpu_threads)}
     param_text = "\n".join(
         f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}'

@@ -32,4 +32,6 @@ def test_serving_smoke(
         for batch in (1, 4)
         for conc in (1, 2)
     ]
-    assert all(float(r[4]) > 0 and float(r[5]) > 0 and r[8] == "0" for r in rows)
+    assert all(
+        float(r[4]) > 0 and float(r[5]) > 0 and float(r[8]) >= 1 and r[9] == "0" for r in rows
+    )
