@@ -66,6 +66,7 @@ class Point:
     latencies: list[float] = field(default_factory=list)
     client_cpu: float = 0.0  # cores used by this load generator during the point
     server_batch: float = math.nan  # rows per executed batch (server statistics)
+    batch_ms: float = math.nan  # compute input+infer+output per executed batch (same)
 
     @property
     def infer_per_s(self) -> float:
@@ -131,8 +132,8 @@ async def infer_once(
     return out
 
 
-def model_counts(target: Target) -> tuple[int, int] | None:
-    """(inference_count, execution_count) from the statistics extension, if served."""
+def model_counts(target: Target) -> tuple[int, int, int] | None:
+    """(inference_count, execution_count, compute ns over all batches), if served."""
     import json
     import urllib.request
 
@@ -143,7 +144,12 @@ def model_counts(target: Target) -> tuple[int, int] | None:
         with urllib.request.urlopen(url, timeout=5) as r:
             doc = json.loads(r.read())
         stats = doc["model_stats"][0]
-        return int(stats["inference_count"]), int(stats["execution_count"])
+        compute = sum(
+            int(b[k]["ns"])
+            for b in stats.get("batch_stats", [])
+            for k in ("compute_input", "compute_infer", "compute_output")
+        )
+        return int(stats["inference_count"]), int(stats["execution_count"]), compute
     except (OSError, KeyError, IndexError, ValueError):
         return None
 
@@ -187,6 +193,7 @@ async def run_point(
     after = await asyncio.to_thread(model_counts, target)
     if before and after and after[1] > before[1]:
         point.server_batch = (after[0] - before[0]) / (after[1] - before[1])
+        point.batch_ms = (after[2] - before[2]) / (after[1] - before[1]) / 1e6
     point.seconds = args.duration
     point.client_cpu = (time.process_time() - cpu0) / (args.warmup + args.duration)
     return point
@@ -484,7 +491,7 @@ async def measure(
                 f"  {point.infer_per_s:.1f} infer/s, {point.rows_per_s:.1f} rows/s, "
                 f"p50 {point.pct(50):.2f} ms, p99 {point.pct(99):.2f} ms, "
                 f"{point.errors} errors, client {point.client_cpu:.2f} cores, "
-                f"server batch {point.server_batch:.1f} rows"
+                f"server batch {point.server_batch:.1f} rows in {point.batch_ms:.2f} ms"
             )
             points.append(point)
     return points
