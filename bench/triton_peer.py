@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import site
 import socket
 import subprocess
@@ -267,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--install", action="store_true", help="set up only")
     parser.add_argument("--serve", action="store_true", help="serve until Ctrl-C")
     parser.add_argument("--repo", type=Path, default=None, help="model repository dir")
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument(
+        "--model-param", action="append", default=[], help="mlp KEY=VALUE (depth=4, seed=0)"
+    )
     args = parser.parse_args(argv)
     tdir = ensure_installed()
     if not args.serve:
@@ -274,9 +279,17 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     root = args.repo or Path(tempfile.mkdtemp(prefix="triton-peer-repo-"))
-    build_repository(root, tritonserver_dir=tdir)
+    params = {"depth": "4", "seed": "0"}  # bench/serving.py's defaults
+    params.update(kv.split("=", 1) for kv in args.model_param)
+    build_repository(root, params=params, width=args.width, tritonserver_dir=tdir)
     ports = free_port(), free_port(), free_port()
     proc = start(root, *ports, tritonserver_dir=tdir)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # stop the server on kill too
+    signal.signal(signal.SIGINT, interrupt)  # also when started in the background
     try:
         wait_ready(ports[0], proc, model="mlp")
         log(f"ready: http 127.0.0.1:{ports[0]} grpc 127.0.0.1:{ports[1]}")
