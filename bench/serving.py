@@ -26,9 +26,11 @@ import contextlib
 import importlib.util
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -499,6 +501,8 @@ async def measure(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():  # kill -> servers stopped
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     params = {"width": str(args.width), "depth": "4", "seed": "0"}
     for kv in args.model_param:
         key, _, value = kv.partition("=")
