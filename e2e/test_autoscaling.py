@@ -27,8 +27,8 @@ pytestmark = pytest.mark.cluster
 
 GROUP, VERSION, PLURAL = "infleet.dev", "v1alpha1", "inferencedeployments"
 TARGET_QUEUE = 8
+PER_REPLICA_RPS = 80.0  # 8 rows per (60 + 8 x 5) ms batch
 MIN, MAX = 1, 4
-# 8 rows per 60 + 8*5 ms batch: ~80 req/s per replica at most.
 SPEC: dict[str, Any] = {
     "model": {
         "name": "synthetic",
@@ -162,16 +162,28 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
     assert stats.total_ok > 5000
     assert stats.total_failed == 0, stats.failures[:5]
 
-    # The first scale-up came before the queue passed the target per replica.
+    # The first scale-up came ahead of saturation: while the offered rate was still below
+    # what one replica serves (a reactive policy waits for the queue to build).
     first_up = next(
         (i for i, (_, _, r, d) in enumerate(rec.samples) if d is not None and d > max(r, MIN)),
         None,
     )
     assert first_up is not None, "the autoscaler never scaled up"
-    before = [q / max(r, 1) for _, q, r, _ in rec.samples[: first_up + 1] if q is not None]
-    assert max(before, default=0.0) <= TARGET_QUEUE, (
-        f"queue per replica reached {max(before):.1f} (target {TARGET_QUEUE}) before the "
-        "first scale-up"
+    t_up = rec.samples[first_up][0]
+    offered = ramp_schedule(RAMP)(t_up)
+    assert offered < PER_REPLICA_RPS, (
+        f"first scale-up at t={t_up:.1f}s with {offered:.0f} req/s offered: one replica "
+        f"serves {PER_REPLICA_RPS:.0f}"
+    )
+    # ... and no later than one decision interval after the queue first passed the target
+    # (the queue itself also jumps when the whole machine stalls, whatever the policy).
+    over = next(
+        (t for t, q, r, _ in rec.samples if q is not None and q / max(r, 1) > TARGET_QUEUE),
+        None,
+    )
+    interval = SPEC["autoscaling"]["intervalSeconds"]
+    assert over is None or t_up <= over + interval + 1.0, (
+        f"queue per replica passed {TARGET_QUEUE} at t={over:.1f}s, first scale-up at t={t_up:.1f}s"
     )
     assert max(r for _, _, r, _ in rec.samples) >= 2
 
