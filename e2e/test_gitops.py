@@ -16,7 +16,6 @@ writes it.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ import yaml
 from kubernetes import client
 
 from kube_harness.cluster import Cluster
-from kube_harness.testing import wait_for
+from kube_harness.testing import kubectl, ok, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -36,21 +35,6 @@ EXAMPLE = ROOT / "manifests" / "examples" / "cpu-minimal.yaml"
 OP_NS = "infleet-system"
 APPS = "infleet-e2e-gitops"
 GROUP, VERSION, PLURAL = "infleet.dev", "v1alpha1", "inferencedeployments"
-
-
-def kubectl(
-    cluster: Cluster, *args: str, input: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(cluster.kubectl), *args], env=cluster.env, text=True, capture_output=True, input=input
-    )
-
-
-def ok(r: subprocess.CompletedProcess[str]) -> str:
-    assert r.returncode == 0, (
-        f"{' '.join(map(str, r.args))} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
-    )
-    return r.stdout
 
 
 def resource_versions(cluster: Cluster) -> dict[str, str]:

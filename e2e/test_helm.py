@@ -21,7 +21,7 @@ import yaml
 from kubernetes import client
 
 from kube_harness.cluster import Cluster
-from kube_harness.testing import wait_for
+from kube_harness.testing import kubectl, ok, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -41,21 +41,6 @@ def helm(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(cluster.helm), *args], env=cluster.env, text=True, capture_output=True
     )
-
-
-def kubectl(
-    cluster: Cluster, *args: str, input: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(cluster.kubectl), *args], env=cluster.env, text=True, capture_output=True, input=input
-    )
-
-
-def ok(r: subprocess.CompletedProcess[str]) -> str:
-    assert r.returncode == 0, (
-        f"{' '.join(map(str, r.args))} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
-    )
-    return r.stdout
 
 
 def ensure_namespace(cluster: Cluster, name: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import tempfile
 import time
@@ -87,18 +86,6 @@ def _get_idep(custom: Any) -> dict[str, Any]:
         "infleet.dev", "v1alpha1", NAMESPACE, "inferencedeployments", NAME
     )
     return obj
-
-
-def _wait(fn: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            last = fn()
-            if last:
-                return last
-        time.sleep(0.5)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def _ready(obj: dict[str, Any]) -> bool:
@@ -206,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     from fleet.operator import OperatorProcess, install_operator_prereqs
     from kube_harness.build import find_binaries
     from kube_harness.cluster import Cluster
+    from kube_harness.testing import wait_for
 
     run_dir = Path(tempfile.mkdtemp(prefix="infleet-demo-"))
     say(f"run directory (component and worker logs): {run_dir}")
@@ -229,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         cluster.run_kubectl("apply", "--server-side", "-f", str(manifest))
         custom = k8s.CustomObjectsApi(cluster.api_client())
         t0 = time.monotonic()
-        _wait(lambda: _ready(_get_idep(custom)), 180, "the fleet to become Ready")
+        wait_for(lambda: _ready(_get_idep(custom)), 180, what="the fleet to become Ready")
         say(
             f"fleet Ready in {time.monotonic() - t0:.1f}s; starting traffic "
             f"({RAMP[-1][0] * args.speed:.0f} s)"

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import subprocess
 import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kube_harness.cluster import Cluster
 
 
 def wait_for(
@@ -61,3 +65,19 @@ def host_http_server(host: str, body: bytes = b"hello from the host\n") -> Itera
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def kubectl(
+    cluster: Cluster, *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The built kubectl against ``cluster``; check the result with :func:`ok`."""
+    return subprocess.run(
+        [str(cluster.kubectl), *args], env=cluster.env, text=True, capture_output=True, input=input
+    )
+
+
+def ok(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 0, (
+        f"{' '.join(map(str, r.args))} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+    )
+    return r.stdout

@@ -50,6 +50,20 @@ def _select(outputs: dict[str, Tensor], requested: list[str] | None) -> dict[str
 class _RedisCache:
     mode = "?"
 
+    async def lookup(self, request: InferRequest) -> CacheLookup:
+        """Timed and fail-open: any failure inside ``_lookup`` is a miss, never an error."""
+        start = time.perf_counter()
+        try:
+            return await self._lookup(request)
+        except Exception:
+            self._internal("lookup")
+            return CacheLookup(to_compute=request)
+        finally:
+            self.metrics.lookup_seconds.observe(time.perf_counter() - start)
+
+    async def _lookup(self, request: InferRequest) -> CacheLookup:
+        raise NotImplementedError
+
     def __init__(
         self,
         store: RedisStore,
@@ -91,16 +105,6 @@ class OutputCache(_RedisCache):
     """Whole-request entries (mode=output)."""
 
     mode = "output"
-
-    async def lookup(self, request: InferRequest) -> CacheLookup:
-        start = time.perf_counter()
-        try:
-            return await self._lookup(request)
-        except Exception:
-            self._internal("lookup")
-            return CacheLookup(to_compute=request)
-        finally:
-            self.metrics.lookup_seconds.observe(time.perf_counter() - start)
 
     async def _lookup(self, request: InferRequest) -> CacheLookup:
         try:
@@ -170,16 +174,6 @@ class EmbeddingCache(_RedisCache):
     """One entry per input row (mode=embedding); partial hits compute only the misses."""
 
     mode = "embedding"
-
-    async def lookup(self, request: InferRequest) -> CacheLookup:
-        start = time.perf_counter()
-        try:
-            return await self._lookup(request)
-        except Exception:
-            self._internal("lookup")
-            return CacheLookup(to_compute=request)
-        finally:
-            self.metrics.lookup_seconds.observe(time.perf_counter() - start)
 
     async def _lookup(self, request: InferRequest) -> CacheLookup:
         n = row_count(request)
