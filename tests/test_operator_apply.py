@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from infleet_operator import api, apply, naming
-from infleet_operator.fakekube import FakeKube
+from fakekube import FakeKube
 from infleet_operator.kube import ApiError
 
 SPEC: dict[str, Any] = {

@@ -10,7 +10,7 @@ import kopf
 import yaml
 
 from infleet_operator import api, apply, handlers, kopf_settings, naming
-from infleet_operator.fakekube import FakeKube
+from fakekube import FakeKube
 from infleet_operator.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]

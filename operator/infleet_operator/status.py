@@ -164,7 +164,7 @@ def _starting(pod: Obj, now: dt.datetime) -> bool:
     return created is not None and now - created < STARTING_WINDOW
 
 
-def _condition(
+def condition(
     type_: str,
     ok: bool,
     reason: str,
@@ -298,9 +298,9 @@ def compute(
         rdy = (False, why[1], f"{ready}/{desired} replicas ready: {why[2]}{serving}")
 
     conds = [
-        _condition(READY, rdy[0], rdy[1], rdy[2], generation, previous, now),
-        _condition(PROGRESSING, prog[0], prog[1], prog[2], generation, previous, now),
-        _condition(DEGRADED, degr[0], degr[1], degr[2], generation, previous, now),
+        condition(READY, rdy[0], rdy[1], rdy[2], generation, previous, now),
+        condition(PROGRESSING, prog[0], prog[1], prog[2], generation, previous, now),
+        condition(DEGRADED, degr[0], degr[1], degr[2], generation, previous, now),
     ]
     conds += [c for t, c in previous.items() if t not in OURS]
 

@@ -149,7 +149,7 @@ class InferenceService:
         for name, info in self.inputs.items():
             t = inputs.get(name)
             if t is None:
-                if getattr(info, "optional", False):
+                if info.optional:
                     continue
                 raise invalid(f"missing input '{name}' for model '{self.model_name}'")
             if t.datatype != info.datatype:

@@ -60,7 +60,7 @@ def limited_condition(outcome: TickOutcome, previous: list[dict[str, Any]]) -> d
     reason = {"max": "AtMaxReplicas", "min": "AtMinReplicas"}.get(limit or "", "WithinBounds")
     message = outcome.decision.reason if limit else "the autoscaler's choice is within bounds"
     by_type = {c.get("type", ""): c for c in previous}
-    return status._condition(  # same shape and transition rules as our other conditions
+    return status.condition(  # same shape and transition rules as our other conditions
         SCALING_LIMITED,
         limit is not None,
         reason,

@@ -1,4 +1,4 @@
-"""An in-memory stand-in for the few API calls the operator makes, for unit tests and benches.
+"""An in-memory stand-in for the few API calls the operator makes, for unit tests.
 
 It models what the reconcile relies on: server-side apply is a no-op when
 nothing changes (resourceVersion kept), ``spec.replicas`` ownership by field
