@@ -11,6 +11,8 @@ same parameters (the correctness of every server measured).
     python bench/serving.py --url 127.0.0.1:8001 --protocol grpc --model mlp --width 256
     # infleet worker and the Triton peer (bench/triton_peer.py), side by side
     python bench/serving.py --serve-infleet --serve-triton --concurrency 64 --batch 1,16
+    # plus the floor of any grpcio server (bench/grpc_floor.py: answers zeros, no model)
+    python bench/serving.py --serve-infleet --serve-triton --serve-floor --protocol grpc
 
 ``--serve-infleet`` starts ``infleet-worker`` (builtin mlp, ``--model-param``) on free
 loopback ports; ``--serve-triton`` sets up (once) and starts NVIDIA Triton from the
@@ -54,6 +56,7 @@ class Target:
     url: str  # host:port for the protocol in use
     model: str
     stats_url: str | None = None  # host:port of its HTTP endpoint, for the batch statistics
+    pid: int | None = None  # server process (with its children), for the CPU it uses
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Point:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     client_cpu: float = 0.0  # cores used by this load generator during the point
+    server_cpu: float = math.nan  # cores used by the server's processes (when started here)
     server_batch: float = math.nan  # rows per executed batch (server statistics)
     batch_ms: float = math.nan  # compute input+infer+output per executed batch (same)
 
@@ -186,10 +190,18 @@ async def run_point(
                 point.requests += 1
                 point.latencies.append(done - begin)
 
+    async def server_cpu() -> None:  # the measured window only
+        if target.pid is None:
+            return
+        await asyncio.sleep(max(0.0, t_start - loop.time()))
+        s0 = tree_cpu_seconds(target.pid)
+        await asyncio.sleep(max(0.0, t_end - loop.time()))
+        point.server_cpu = (tree_cpu_seconds(target.pid) - s0) / args.duration
+
     before = await asyncio.to_thread(model_counts, target)
     cpu0 = time.process_time()
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(server_cpu(), *(worker() for _ in range(concurrency)))
     finally:
         await client.close()
     after = await asyncio.to_thread(model_counts, target)
@@ -199,6 +211,30 @@ async def run_point(
     point.seconds = args.duration
     point.client_cpu = (time.process_time() - cpu0) / (args.warmup + args.duration)
     return point
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its descendants, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p and c not in tree]
+        tree.update(kids)
+        frontier += kids
+    return sum(ticks.get(p, 0) for p in tree) / tick
 
 
 # --- correctness ---------------------------------------------------------------------
@@ -307,7 +343,7 @@ def import_worker_models() -> Any:
 @contextlib.contextmanager
 def serve_infleet(
     args: argparse.Namespace, params: dict[str, str], log_dir: Path
-) -> Iterator[tuple[int, int]]:
+) -> Iterator[tuple[int, int, int]]:
     http, grpc, metrics = free_port(), free_port(), free_port()
     worker = [sys.executable, "-m", "infleet_worker.cli"]  # = infleet-worker
     if args.infleet_profile:  # cProfile of the worker's main thread (the event loop)
@@ -334,7 +370,7 @@ def serve_infleet(
         try:
             wait_ready(http, proc, args.model, args.start_timeout)
             progress(f"infleet ready (http {http}, grpc {grpc}; log {log_path})")
-            yield http, grpc
+            yield http, grpc, proc.pid
         finally:
             stop_process(proc)
     if args.infleet_profile and args.infleet_profile.exists():
@@ -357,7 +393,7 @@ def load_triton_peer() -> ModuleType:
 @contextlib.contextmanager
 def serve_triton(
     args: argparse.Namespace, params: dict[str, str], log_dir: Path
-) -> Iterator[tuple[int, int]]:
+) -> Iterator[tuple[int, int, int]]:
     peer = load_triton_peer()
     tdir = peer.ensure_installed()
     repo = log_dir / "triton-repo"
@@ -377,9 +413,54 @@ def serve_triton(
     try:
         wait_ready(http, proc, args.model, args.start_timeout)
         progress(f"triton ready (http {http}, grpc {grpc}; log {log_path})")
-        yield http, grpc
+        yield http, grpc, proc.pid
     finally:
         stop_process(proc)
+
+
+@contextlib.contextmanager
+def serve_floor(
+    args: argparse.Namespace, params: dict[str, str], log_dir: Path
+) -> Iterator[tuple[int, int, int]]:
+    """bench/grpc_floor.py: grpcio answering with zeros (gRPC only, no HTTP side)."""
+    grpc_port = free_port()
+    cmd = [
+        sys.executable,
+        str(BENCH_DIR / "grpc_floor.py"),
+        f"--port={grpc_port}",
+        f"--model={args.model}",
+        f"--output={args.output}",
+        f"--width={args.width}",
+        f"--server={args.floor_server}",
+    ]
+    progress("starting grpc-floor: " + " ".join(cmd))
+    log_path = log_dir / "grpc-floor.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready_grpc(f"127.0.0.1:{grpc_port}", proc, args.start_timeout)
+            progress(f"grpc-floor ready (grpc {grpc_port}; log {log_path})")
+            yield 0, grpc_port, proc.pid
+        finally:
+            stop_process(proc)
+
+
+def wait_ready_grpc(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with code {proc.returncode} before ready")
+            with contextlib.suppress(Exception):
+                if client.is_server_ready():
+                    return
+            time.sleep(0.3)
+    finally:
+        client.close()
+    raise TimeoutError(f"server not ready on {url} after {timeout:.0f} s")
 
 
 # --- main ----------------------------------------------------------------------------
@@ -389,13 +470,13 @@ def fmt_row(p: Point) -> str:
     return (
         f"{p.target:<10} {p.protocol:<5} {p.concurrency:>5} {p.batch:>5} "
         f"{p.infer_per_s:>10.1f} {p.rows_per_s:>10.1f} {p.pct(50):>9.2f} {p.pct(99):>9.2f}"
-        f" {p.server_batch:>6.1f} {p.errors:>6}"
+        f" {p.server_batch:>6.1f} {p.server_cpu:>6.2f} {p.client_cpu:>6.2f} {p.errors:>6}"
     )
 
 
 HEADER = (
     f"{'target':<10} {'proto':<5} {'conc':>5} {'batch':>5} {'infer/s':>10} {'rows/s':>10} "
-    f"{'p50 ms':>9} {'p99 ms':>9} {'sbatch':>6} {'errors':>6}"
+    f"{'p50 ms':>9} {'p99 ms':>9} {'sbatch':>6} {'server':>6} {'client':>6} {'errors':>6}"
 )
 
 
@@ -456,6 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--serve-infleet", action="store_true")
     parser.add_argument("--serve-triton", action="store_true")
     parser.add_argument(
+        "--serve-floor",
+        action="store_true",
+        help="also measure bench/grpc_floor.py (grpcio answering zeros: the floor of any "
+        "grpcio server; gRPC only)",
+    )
+    parser.add_argument("--floor-server", choices=("aio", "sync"), default="aio")
+    parser.add_argument(
         "--model-param",
         action="append",
         default=[],
@@ -476,9 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def measure(
-    target: Target, protocol: str, args: argparse.Namespace, params: dict[str, str]
+    target: Target,
+    protocol: str,
+    args: argparse.Namespace,
+    params: dict[str, str],
+    skip_check: bool = False,
 ) -> list[Point]:
-    if not args.no_check:
+    if not (args.no_check or skip_check):
         err = await check_outputs(target, protocol, args, params)
         progress(f"{target.label}/{protocol}: outputs match torch (max abs err {err:.2e})")
     points = []
@@ -493,6 +585,7 @@ async def measure(
                 f"  {point.infer_per_s:.1f} infer/s, {point.rows_per_s:.1f} rows/s, "
                 f"p50 {point.pct(50):.2f} ms, p99 {point.pct(99):.2f} ms, "
                 f"{point.errors} errors, client {point.client_cpu:.2f} cores, "
+                f"server {point.server_cpu:.2f} cores, "
                 f"server batch {point.server_batch:.1f} rows in {point.batch_ms:.2f} ms"
             )
             points.append(point)
@@ -512,8 +605,10 @@ def main(argv: list[str] | None = None) -> int:
     protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
     if not set(protocols) <= {"grpc", "http"}:
         raise SystemExit("--protocol: grpc, http or grpc,http")
-    if not (args.url or args.serve_infleet or args.serve_triton):
-        raise SystemExit("nothing to measure: give --url, --serve-infleet or --serve-triton")
+    if not (args.url or args.serve_infleet or args.serve_triton or args.serve_floor):
+        raise SystemExit(
+            "nothing to measure: give --url, --serve-infleet, --serve-triton or --serve-floor"
+        )
     if args.url and len(protocols) > 1:
         raise SystemExit("--url is one port: give one --protocol")
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="infleet-serving-"))
@@ -527,14 +622,19 @@ def main(argv: list[str] | None = None) -> int:
         points += asyncio.run(measure(target, protocols[0], args, params))
     servers = [("infleet", serve_infleet, args.serve_infleet)]
     servers.append(("triton", serve_triton, args.serve_triton))
+    servers.append(("grpc-floor", serve_floor, args.serve_floor))
     for label, serve, wanted in servers:
         if not wanted:
             continue
-        with serve(args, params, log_dir) as (http, grpc):
+        with serve(args, params, log_dir) as (http, grpc, pid):
             for protocol in protocols:
+                if label == "grpc-floor" and protocol != "grpc":
+                    continue
                 port = grpc if protocol == "grpc" else http
-                target = Target(label, f"127.0.0.1:{port}", args.model, f"127.0.0.1:{http}")
-                points += asyncio.run(measure(target, protocol, args, params))
+                stats = f"127.0.0.1:{http}" if http else None
+                target = Target(label, f"127.0.0.1:{port}", args.model, stats, pid)
+                checked = args.no_check or label == "grpc-floor"  # zeros by design
+                points += asyncio.run(measure(target, protocol, args, params, checked))
 
     print()
     print(
@@ -543,7 +643,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs"
     )
     print_table(points)
+    print("(server, client: CPU cores used during the measured window)")
     print_comparison(points)
+    print_comparison(points, "grpc-floor", "triton")
+    print_comparison(points, "infleet", "grpc-floor")
     return 0
 
 

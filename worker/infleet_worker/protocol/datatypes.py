@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -73,7 +74,7 @@ def decode_raw(
     buf: bytes | memoryview, datatype: str, shape: tuple[int, ...], name: str
 ) -> np.ndarray:
     """Raw little-endian tensor bytes -> array of ``shape`` (BYTES: length-prefixed)."""
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # 1 for a scalar shape ()
     if datatype == "BYTES":
         return decode_bytes(buf, count, name).reshape(shape)
     dtype = WIRE_DTYPES[datatype]
