@@ -83,7 +83,7 @@ for name, target in scripts.items():
     exe = bindir / name
     exe.write_text(
         f"#!{bindir / 'python'}\nimport sys\nfrom {module} import {func}\n"
-        f"sys.exit({func}())\n"
+        f"if __name__ == '__main__':\n    sys.exit({func}())\n"
     )
     exe.chmod(0o755)
 PY

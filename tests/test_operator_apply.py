@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from infleet_operator import api, apply, naming
 from fakekube import FakeKube
+from infleet_operator import api, apply, naming
 from infleet_operator.kube import ApiError
 
 SPEC: dict[str, Any] = {

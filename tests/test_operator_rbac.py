@@ -9,8 +9,8 @@ from typing import Any
 import kopf
 import yaml
 
-from infleet_operator import api, apply, handlers, kopf_settings, naming
 from fakekube import FakeKube
+from infleet_operator import api, apply, handlers, kopf_settings, naming
 from infleet_operator.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]

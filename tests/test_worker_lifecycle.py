@@ -222,3 +222,40 @@ def test_cli_config_file_env_and_flags(tmp_path: Path) -> None:
     assert cfg.model.name == "slow_mlp" and cfg.cache.mode.value == "output"
     with pytest.raises(ValueError):
         build_config(build_parser().parse_args([]), {})
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of ``pid`` (each thread lists those it started)."""
+    tasks = Path(f"/proc/{pid}/task").glob("*/children")
+    return sorted(int(c) for task in tasks for c in task.read_text().split())
+
+
+@pytest.mark.slow
+def test_cli_exits_1_when_the_engine_process_dies(tmp_path: Path) -> None:
+    """The model runs in a child (default); if it dies the worker must not stay Ready."""
+    proc = _start_cli(
+        tmp_path,
+        "--model-source", "python://worker_engines:mlp", "--model-name", "mlp",
+        "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        ports = _wait_ports(proc, lines)
+        assert http_ready(f"127.0.0.1:{ports['http']}") == 200
+        (engine_pid,) = _children(proc.pid)
+        os.kill(engine_pid, signal.SIGKILL)
+        assert proc.wait(30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    time.sleep(0.2)  # the pump thread drains the last lines
+    died = [line for line in lines if "event=engine_died" in line]
+    assert died and "exit code -9" in died[0], "".join(lines)
+
+
+def test_engine_thread_flag_keeps_the_model_in_process() -> None:
+    source = ["--model-source", "builtin://mlp"]
+    assert build_config(build_parser().parse_args(source), {}).server.engine_process
+    cfg = build_config(build_parser().parse_args([*source, "--engine-thread"]), {})
+    assert not cfg.server.engine_process

@@ -160,3 +160,7 @@ def echo(params: dict[str, str]) -> EchoEngine:
 
 def broken(params: dict[str, str]) -> MLPEngine:
     raise RuntimeError("this model cannot load")
+
+
+def failing(params: dict[str, str]) -> FailingEngine:
+    return FailingEngine()

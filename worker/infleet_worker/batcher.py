@@ -5,9 +5,10 @@ scheduler task takes the highest-priority oldest request, waits until either
 ``max_batch_size`` rows are queued or that request has waited
 ``max_queue_delay``, then gathers every compatible request (same input names,
 datatypes and non-batch dims) up to ``max_batch_size`` rows, concatenates them
-along dim 0 and runs them on the engine thread. While the engine works, the
-event loop keeps decoding and encoding other requests; the next batch is formed
-the moment the engine is free, from everything that queued meanwhile.
+along dim 0 and runs them: on the engine thread, or, for an engine in a child
+process (one with ``run_async``), by awaiting it on the loop. While the engine
+works, the event loop keeps decoding and encoding other requests; the next batch
+is formed the moment the engine is free, from everything that queued meanwhile.
 
 A full queue refuses at once; a request whose queue timeout passes is answered
 with an error and never executed.
@@ -20,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -101,6 +102,10 @@ class DynamicBatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy = False
+        # Engines in another process (engine/process.py) are awaited on the loop.
+        self._run_async: Callable[[dict[str, Tensor]], Awaitable[dict[str, Tensor]]] | None = (
+            getattr(engine, "run_async", None)
+        )
 
     # -- state -------------------------------------------------------------------
     @property
@@ -247,7 +252,10 @@ class DynamicBatcher:
                 continue
             self._busy = True
             try:
-                result = await loop.run_in_executor(self.executor, self._execute, batch)
+                if self._run_async is not None:  # the engine is I/O to us: no thread hop
+                    result = await self._execute_async(batch, self._run_async)
+                else:
+                    result = await loop.run_in_executor(self.executor, self._execute, batch)
             except BaseException as e:
                 if isinstance(e, asyncio.CancelledError):
                     for p in batch:
@@ -281,41 +289,69 @@ class DynamicBatcher:
     def _execute(self, batch: list[_Pending]) -> tuple[list[dict[str, Tensor]], BatchTiming]:
         """Engine thread: merge, run, split."""
         t0 = time.perf_counter_ns()
-        if len(batch) == 1:
-            merged = {}
-            for n, t in batch[0].request.inputs.items():
-                a = t.array
-                merged[n] = t if a.flags.writeable else Tensor(t.datatype, a.copy())
-        else:
-            first = batch[0].request.inputs
-            merged = {
-                n: Tensor(
-                    t.datatype,
-                    np.concatenate([p.request.inputs[n].array for p in batch], axis=0),
-                )
-                for n, t in first.items()
-            }
-        total = sum(p.rows for p in batch)
+        merged, total = _merge(batch)
         t1 = time.perf_counter_ns()
         try:
             out = self.engine.run(merged)
         except EngineError as e:
             raise InferError(ErrorKind.INTERNAL, f"model failed: {e}") from None
         t2 = time.perf_counter_ns()
-        for n, t in out.items():
-            if t.batch != total:
-                raise InferError(
-                    ErrorKind.INTERNAL,
-                    f"engine returned {t.batch} rows for output '{n}', expected {total}",
-                )
-        split: list[dict[str, Tensor]] = []
-        if len(batch) == 1:
-            split.append(out)
-        else:
-            start = 0
-            for p in batch:
-                end = start + p.rows
-                split.append({n: Tensor(t.datatype, t.array[start:end]) for n, t in out.items()})
-                start = end
+        split = _split(batch, out, total)
         t3 = time.perf_counter_ns()
         return split, BatchTiming(total, len(batch), t1 - t0, t2 - t1, t3 - t2)
+
+    async def _execute_async(
+        self,
+        batch: list[_Pending],
+        run: Callable[[dict[str, Tensor]], Awaitable[dict[str, Tensor]]],
+    ) -> tuple[list[dict[str, Tensor]], BatchTiming]:
+        """On the loop, for engines in another process: merge, await the answer, split."""
+        t0 = time.perf_counter_ns()
+        merged, total = _merge(batch)
+        t1 = time.perf_counter_ns()
+        try:
+            out = await run(merged)
+        except EngineError as e:
+            raise InferError(ErrorKind.INTERNAL, f"model failed: {e}") from None
+        t2 = time.perf_counter_ns()
+        split = _split(batch, out, total)
+        t3 = time.perf_counter_ns()
+        return split, BatchTiming(total, len(batch), t1 - t0, t2 - t1, t3 - t2)
+
+
+def _merge(batch: list[_Pending]) -> tuple[dict[str, Tensor], int]:
+    """The batch's inputs concatenated along dim 0 (a lone request's, copied if read-only)."""
+    if len(batch) == 1:
+        merged = {}
+        for n, t in batch[0].request.inputs.items():
+            a = t.array
+            merged[n] = t if a.flags.writeable else Tensor(t.datatype, a.copy())
+    else:
+        first = batch[0].request.inputs
+        merged = {
+            n: Tensor(
+                t.datatype,
+                np.concatenate([p.request.inputs[n].array for p in batch], axis=0),
+            )
+            for n, t in first.items()
+        }
+    return merged, sum(p.rows for p in batch)
+
+
+def _split(batch: list[_Pending], out: dict[str, Tensor], total: int) -> list[dict[str, Tensor]]:
+    """Each request's rows of every output; the engine must return ``total`` rows."""
+    for n, t in out.items():
+        if t.batch != total:
+            raise InferError(
+                ErrorKind.INTERNAL,
+                f"engine returned {t.batch} rows for output '{n}', expected {total}",
+            )
+    if len(batch) == 1:
+        return [out]
+    split: list[dict[str, Tensor]] = []
+    start = 0
+    for p in batch:
+        end = start + p.rows
+        split.append({n: Tensor(t.datatype, t.array[start:end]) for n, t in out.items()})
+        start = end
+    return split

@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue-size", type=int)
     p.add_argument("--drain-seconds", type=float)
     p.add_argument("--device", choices=["auto", "cuda", "cpu"])
+    p.add_argument(
+        "--engine-thread",
+        action="store_true",
+        help="run the model in a thread of the serving process (default: a child process)",
+    )
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"])
     p.add_argument("--cache-mode", choices=["off", "output", "embedding"])
     p.add_argument("--redis-url", help="redis://host:port/db (turns the output cache on)")
@@ -132,6 +137,8 @@ def build_config(
     _set(doc, "batching.maxQueueDelayMicroseconds", args.max_queue_delay_us)
     _set(doc, "batching.maxQueueSize", args.max_queue_size)
     _set(doc, "engine.device", args.device)
+    if args.engine_thread:
+        _set(doc, "server.engineProcess", False)
     _set(doc, "engine.precision", args.precision)
     if args.redis_url:
         _set(doc, "cache.redis.url", args.redis_url)
@@ -169,6 +176,21 @@ def _build_cache(cfg: WorkerConfig, registry: Any, row_independent: bool) -> Any
     return build_cache(cfg, registry, row_independent=row_independent)
 
 
+def _load(cfg: WorkerConfig) -> Any:
+    """The model, in a child process (default) or in this one (``--engine-thread``).
+
+    Either way one core stays off the engine's threads for the event loop."""
+    if cfg.server.engine_process:
+        from infleet_worker.engine.process import ProcessEngine
+
+        return ProcessEngine(cfg, reserved_cpus=1)
+    from infleet_worker.engine.device import reserve_cpus
+    from infleet_worker.engine.loader import load_engine
+
+    reserve_cpus(1)
+    return load_engine(cfg)
+
+
 async def run(cfg: WorkerConfig) -> int:
     from infleet_worker.engine.base import ModelLoadError
     from infleet_worker.lifecycle import Worker
@@ -184,9 +206,7 @@ async def run(cfg: WorkerConfig) -> int:
     )
     loop = asyncio.get_running_loop()
     try:
-        from infleet_worker.engine.loader import load_engine
-
-        engine = await loop.run_in_executor(None, load_engine, cfg)
+        engine = await loop.run_in_executor(None, _load, cfg)
     except ModelLoadError as e:
         log.error("model load failed: %s", e, extra={"event": "model_load_failed"})
         return 1
@@ -199,6 +219,7 @@ async def run(cfg: WorkerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     worker: Worker | None = None
+    dead: asyncio.Task[int | None] | None = None
     try:
         from prometheus_client import CollectorRegistry
 
@@ -211,13 +232,24 @@ async def run(cfg: WorkerConfig) -> int:
         worker = Worker(cfg, engine, cache, registry)
         start = asyncio.create_task(worker.start())
         stop_wait = asyncio.create_task(stop.wait())
-        await asyncio.wait({start, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        if not start.done():  # signal during warm-up: nothing accepted yet
+        ends: set[asyncio.Future[Any]] = {stop_wait}
+        if hasattr(engine, "wait_dead"):  # a child process: its death ends us, non-zero
+            dead = asyncio.create_task(engine.wait_dead())
+            ends.add(dead)
+        await asyncio.wait({start, *ends}, return_when=asyncio.FIRST_COMPLETED)
+        if not start.done():  # signal (or engine death) during warm-up: nothing accepted yet
             start.cancel()
             await asyncio.gather(start, return_exceptions=True)
         else:
             start.result()
-            await stop_wait
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        if dead is not None and dead.done():
+            log.error(
+                "the engine process died (exit code %s); exiting so the pod restarts",
+                dead.result(),
+                extra={"event": "engine_died"},
+            )
+            return 1
         event(log, "signal", "termination signal received")
         await worker.drain()
         return 0
@@ -228,6 +260,8 @@ async def run(cfg: WorkerConfig) -> int:
         log.error("cannot start servers: %s", e, extra={"event": "startup_failed"})
         return 1
     finally:
+        if dead is not None and not dead.done():
+            dead.cancel()
         if worker is not None:
             await worker.stop()
 

@@ -347,6 +347,11 @@ class ServerSpec(Spec):
         "long (endpoint removal lags the signal), then in-flight work finishes.",
     )
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    engine_process: bool = Field(
+        default=True,
+        description="Run the model in a child process (engine/process.py) so it never "
+        "queues for the GIL behind the event loop; false runs it in a thread.",
+    )
     log_format: LogFormat = LogFormat.TEXT
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -40,9 +40,27 @@ def available_cpus() -> int:
     return max(1, cores)
 
 
+_reserved_cpus = 0
+
+
+def reserve_cpus(n: int) -> None:
+    """Keep ``n`` cores off the engine's thread count: a serving worker keeps one for
+    its event loop (transport, decode, batching). Measured on 2 cores, gRPC client
+    batch 16 at concurrency 64: 2 intra-op threads fighting the loop for the cores
+    gave 18.2k rows/s, 1 thread 27.9k (OpenMP threads stall at each barrier while
+    one of them is preempted)."""
+    global _reserved_cpus
+    _reserved_cpus = max(0, n)
+
+
+def engine_cpus() -> int:
+    """Cores for the engine's threads: the available ones less the reserved, at least 1."""
+    return max(1, available_cpus() - _reserved_cpus)
+
+
 def set_cpu_threads() -> int:
-    """intra-op threads = cores available to the pod (Kubernetes CPU limit via cgroups)."""
-    threads = available_cpus()
+    """intra-op threads = cores available to the pod (cgroup CPU limit), less reserved ones."""
+    threads = engine_cpus()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     log.info("torch CPU intra-op threads: %d", threads)

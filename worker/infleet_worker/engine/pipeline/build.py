@@ -21,7 +21,7 @@ from torch import nn
 from infleet_worker.config import WorkerConfig, effective_batch_buckets
 from infleet_worker.engine.base import Engine, ModelLoadError
 from infleet_worker.engine.buckets import normalize_buckets
-from infleet_worker.engine.device import available_cpus, select_device
+from infleet_worker.engine.device import engine_cpus, select_device
 from infleet_worker.engine.loader import load_model
 from infleet_worker.engine.pipeline.partition import (
     Balance,
@@ -116,7 +116,7 @@ def build_pipeline(
         balance = timed_balance(blocks, balance, devices, sample, dtype, tuple_state)
         stages = place(blocks, balance, devices, precision)
     if device.type == "cpu" and cpu_threads is None:
-        cpu_threads = max(1, available_cpus() // n)
+        cpu_threads = max(1, engine_cpus() // n)
     runner = PipelineRunner(
         view,
         stages,
