@@ -535,7 +535,9 @@ def test_in_cluster_client_with_projected_token(cluster: Cluster, ns: str) -> No
 
 def test_init_container_emptydir_and_liveness_restart(cluster: Cluster, ns: str) -> None:
     core: Any = client.CoreV1Api(cluster.api_client())
-    main = "import time; print(open('/work/msg').read(), flush=True); time.sleep(3600)"
+    # Not /work: pods run this checkout's venv, and a checkout under /work (as in the
+    # development sandbox) would be hidden by a volume mounted there.
+    main = "import time; print(open('/scratch/msg').read(), flush=True); time.sleep(3600)"
     core.create_namespaced_pod(
         ns,
         {
@@ -546,8 +548,8 @@ def test_init_container_emptydir_and_liveness_restart(cluster: Cluster, ns: str)
                     {
                         "name": "prep",
                         "image": "python:3.11",
-                        "command": ["python", "-c", "open('/work/msg','w').write('prepared')"],
-                        "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                        "command": ["python", "-c", "open('/scratch/msg','w').write('prepared')"],
+                        "volumeMounts": [{"name": "work", "mountPath": "/scratch"}],
                     }
                 ],
                 "containers": [
@@ -555,9 +557,9 @@ def test_init_container_emptydir_and_liveness_restart(cluster: Cluster, ns: str)
                         "name": "main",
                         "image": "python:3.11",
                         "command": ["python", "-c", main],
-                        "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                        "volumeMounts": [{"name": "work", "mountPath": "/scratch"}],
                         "livenessProbe": {
-                            "exec": {"command": ["test", "-f", "/work/alive"]},
+                            "exec": {"command": ["test", "-f", "/scratch/alive"]},
                             "initialDelaySeconds": 2,
                             "periodSeconds": 1,
                             "failureThreshold": 1,
