@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -288,17 +288,10 @@ class DynamicBatcher:
 
     def _execute(self, batch: list[_Pending]) -> tuple[list[dict[str, Tensor]], BatchTiming]:
         """Engine thread: merge, run, split."""
-        t0 = time.perf_counter_ns()
-        merged, total = _merge(batch)
-        t1 = time.perf_counter_ns()
-        try:
+        merged, total, t0, t1 = _prepare(batch)
+        with _engine_errors():
             out = self.engine.run(merged)
-        except EngineError as e:
-            raise InferError(ErrorKind.INTERNAL, f"model failed: {e}") from None
-        t2 = time.perf_counter_ns()
-        split = _split(batch, out, total)
-        t3 = time.perf_counter_ns()
-        return split, BatchTiming(total, len(batch), t1 - t0, t2 - t1, t3 - t2)
+        return _finish(batch, out, total, t0, t1)
 
     async def _execute_async(
         self,
@@ -306,17 +299,34 @@ class DynamicBatcher:
         run: Callable[[dict[str, Tensor]], Awaitable[dict[str, Tensor]]],
     ) -> tuple[list[dict[str, Tensor]], BatchTiming]:
         """On the loop, for engines in another process: merge, await the answer, split."""
-        t0 = time.perf_counter_ns()
-        merged, total = _merge(batch)
-        t1 = time.perf_counter_ns()
-        try:
+        merged, total, t0, t1 = _prepare(batch)
+        with _engine_errors():
             out = await run(merged)
-        except EngineError as e:
-            raise InferError(ErrorKind.INTERNAL, f"model failed: {e}") from None
-        t2 = time.perf_counter_ns()
-        split = _split(batch, out, total)
-        t3 = time.perf_counter_ns()
-        return split, BatchTiming(total, len(batch), t1 - t0, t2 - t1, t3 - t2)
+        return _finish(batch, out, total, t0, t1)
+
+
+@contextlib.contextmanager
+def _engine_errors() -> Iterator[None]:
+    try:
+        yield
+    except EngineError as e:
+        raise InferError(ErrorKind.INTERNAL, f"model failed: {e}") from None
+
+
+def _prepare(batch: list[_Pending]) -> tuple[dict[str, Tensor], int, int, int]:
+    """Merged inputs, total rows, and the timestamps around the merge."""
+    t0 = time.perf_counter_ns()
+    merged, total = _merge(batch)
+    return merged, total, t0, time.perf_counter_ns()
+
+
+def _finish(
+    batch: list[_Pending], out: dict[str, Tensor], total: int, t0: int, t1: int
+) -> tuple[list[dict[str, Tensor]], BatchTiming]:
+    t2 = time.perf_counter_ns()
+    split = _split(batch, out, total)
+    t3 = time.perf_counter_ns()
+    return split, BatchTiming(total, len(batch), t1 - t0, t2 - t1, t3 - t2)
 
 
 def _merge(batch: list[_Pending]) -> tuple[dict[str, Tensor], int]:
