@@ -106,6 +106,14 @@ def test_predictive_scale_down_needs_hold_and_bounded_steps() -> None:
     assert steps and max(steps) <= max(1, int(high * 0.2))
 
 
+def test_predictive_never_reports_a_negative_rate() -> None:
+    """A steep fall drives Holt's level below 0; the reason must not say "now -9.3"."""
+    policy = make_policy("predictive", PARAMS["predictive"])
+    decisions = run(policy, [200.0 - 20.0 * i for i in range(10)] + [0.0] * 30, replicas=6)
+    assert all("now -" not in d.reason for d in decisions), [d.reason for d in decisions]
+    assert all(d.forecast_rate is None or d.forecast_rate >= 0 for d in decisions)
+
+
 @pytest.mark.parametrize("name", REACTIVE)
 def test_missing_data_never_scales_down(name: str) -> None:
     policy = make_policy(name, PARAMS[name])

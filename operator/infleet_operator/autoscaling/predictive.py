@@ -82,7 +82,7 @@ class PredictivePolicy:
         assert obs.arrival_rate is not None and obs.queue_depth is not None
         self.forecaster.update(obs.time, obs.arrival_rate)
         self._learn_capacity(obs)
-        level = self.forecaster.level or 0.0
+        level = max(0.0, self.forecaster.level or 0.0)  # a falling trend can dip below 0
         fast = self._update_fast(obs.time, obs.arrival_rate)
         rate = max(self.forecaster.forecast(c.lead_s), level)
         backlog = max(0.0, obs.queue_depth - c.normal_queue_per_replica * obs.ready_replicas)
