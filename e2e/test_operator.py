@@ -551,8 +551,14 @@ def test_edited_child_is_restored(
         timeout=30,
         what="replicas restored to spec.replicas",
     )
-    evs = client.CoreV1Api(api).list_namespaced_event(ns).items
-    assert any(e.reason == "ChildEdited" for e in evs)
+    core = client.CoreV1Api(api)
+    wait_for(  # posted after the re-apply: it may land a moment after the replicas do
+        lambda: (
+            any(e.reason == "ChildEdited" for e in core.list_namespaced_event(ns).items) or None
+        ),
+        timeout=30,
+        what="a ChildEdited Event",
+    )
 
 
 def test_unschedulable_gpus_are_reported(api: Any, operator: OperatorProcess, ns: str) -> None:
