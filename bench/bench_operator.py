@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,33 +142,41 @@ def main() -> int:
         ns = "bench"
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
         n = a.objects
-        cpu0 = cpu_seconds(op.proc.pid)  # type: ignore[union-attr]
-        t0 = time.monotonic()
-        for i in range(n):
-            co.create_namespaced_custom_object(
+        pid: int = op.proc.pid  # type: ignore[union-attr]
+
+        def phase(call: Callable[[int], object], generation: int) -> tuple[float, float, float]:
+            """call(i) for every object, then wait until all reached ``generation``:
+            (API seconds, seconds until all reconciled with status, operator CPU seconds)."""
+            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            for i in range(n):
+                call(i)
+            api_s = time.monotonic() - t0
+            settled = wait_all(co, ns, n, generation)
+            return api_s, api_s + settled, cpu_seconds(pid) - cpu0
+
+        created, total_s, cpu = phase(
+            lambda i: co.create_namespaced_custom_object(
                 GROUP, VERSION, ns, PLURAL, body(f"f{i:03d}", spec())
-            )
-        created = time.monotonic() - t0
-        settled = wait_all(co, ns, n, 1)
-        cpu1 = cpu_seconds(op.proc.pid)  # type: ignore[union-attr]
+            ),
+            1,
+        )
         print(
             f"create {n} objects: API calls took {created:.1f}s; all reconciled + status "
-            f"written after {settled + created:.1f}s -> {n / (settled + created):.1f} objects/s; "
-            f"operator CPU {cpu1 - cpu0:.1f}s ({(cpu1 - cpu0) / n * 1000:.0f} ms/object)"
+            f"written after {total_s:.1f}s -> {n / total_s:.1f} objects/s; "
+            f"operator CPU {cpu:.1f}s ({cpu / n * 1000:.0f} ms/object)"
         )
         print(f"operator RSS with {n} objects: {op.rss_mib():.0f} MiB")
-        t0 = time.monotonic()
-        for i in range(n):
-            co.patch_namespaced_custom_object(
+        _, total_s, cpu = phase(
+            lambda i: co.patch_namespaced_custom_object(
                 GROUP, VERSION, ns, PLURAL, f"f{i:03d}", {"spec": {"batching": {"maxBatchSize": 8}}}
-            )
-        patched = time.monotonic() - t0
-        settled = wait_all(co, ns, n, 2)
-        cpu2 = cpu_seconds(op.proc.pid)  # type: ignore[union-attr]
-        print(
-            f"update {n} objects: all reconciled after {patched + settled:.1f}s -> "
-            f"{n / (patched + settled):.1f} objects/s; operator CPU {cpu2 - cpu1:.1f}s"
+            ),
+            2,
         )
+        print(
+            f"update {n} objects: all reconciled after {total_s:.1f}s -> "
+            f"{n / total_s:.1f} objects/s; operator CPU {cpu:.1f}s"
+        )
+        cpu2 = cpu_seconds(pid)
         reconciles = scrape(op.metrics_port, "infleet_operator_reconcile_seconds_count")
         total = scrape(op.metrics_port, "infleet_operator_reconcile_seconds_sum")
         print(
@@ -175,7 +184,7 @@ def main() -> int:
             f" ms over {reconciles:.0f} reconciles"
         )
         time.sleep(30)
-        cpu3 = cpu_seconds(op.proc.pid)  # type: ignore[union-attr]
+        cpu3 = cpu_seconds(pid)
         print(
             f"idle with {n} objects: operator CPU {(cpu3 - cpu2) / 30 * 100:.1f}% of a core; "
             f"RSS {op.rss_mib():.0f} MiB; status writes total "

@@ -27,7 +27,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from infleet_worker.cache.redis_cache import EmbeddingCache, OutputCache  # noqa
 from infleet_worker.cache.testing import cache_config  # noqa: E402
 from infleet_worker.tensors import InferRequest, InferResult, Tensor  # noqa: E402
 from redis_fixtures import RedisServer  # noqa: E402
+from serverproc import free_port, wait_http_ready  # noqa: E402
 
 PY = sys.executable
 
@@ -207,16 +207,10 @@ async def bench_layer_throughput(url: str, n: int, seq: int, dim: int, model_ms:
 # ---------------------------------------------------------------------------------
 # Part 2: end to end through a real worker process and tritonclient
 # ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_worker(
     tmp: Path, redis_url: str, layers: int, seq: int, max_batch: int
 ) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
-    ports = {"http": _free_port(), "grpc": _free_port(), "metrics": _free_port()}
+    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
     doc = {
         "model": {
             "name": "encoder",
@@ -244,19 +238,14 @@ def start_worker(
     proc = subprocess.Popen(
         [PY, "-m", "infleet_worker.cli", "--config", str(path)], stdout=log, stderr=log, env=env
     )
-    deadline = time.monotonic() + 300
-    url = f"http://127.0.0.1:{ports['http']}/v2/health/ready"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited: {(tmp / 'worker.log').read_text()[-2000:]}")
-        try:
-            if urllib.request.urlopen(url, timeout=1).status == 200:
-                return proc, ports
-        except OSError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("worker did not become ready")
+    try:
+        wait_http_ready(ports["http"], proc, timeout=300)
+    except RuntimeError as e:  # it exited: say why
+        raise RuntimeError(f"worker: {e}: {(tmp / 'worker.log').read_text()[-2000:]}") from None
+    except TimeoutError:
+        proc.kill()
+        raise
+    return proc, ports
 
 
 def cache_counters(metrics_port: int) -> dict[str, float]:

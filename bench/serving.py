@@ -34,13 +34,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from serverproc import free_port, stop_process, wait_http_ready
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -286,40 +288,6 @@ async def check_outputs(
 # --- servers -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_ready(http_port: int, proc: subprocess.Popen[bytes], model: str, timeout: float) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} before ready")
-        url = f"http://127.0.0.1:{http_port}/v2/models/{model}/ready"
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
-            if r.status == 200:
-                return
-        time.sleep(0.3)
-    raise TimeoutError(f"server not ready on port {http_port} after {timeout:.0f} s")
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def worker_env() -> dict[str, str]:
     """This environment with the checkout's ``worker/`` importable (any of the venvs)."""
     env = dict(os.environ)
@@ -365,14 +333,9 @@ def serve_infleet(
     ]
     progress("starting infleet: " + " ".join(cmd))
     log_path = log_dir / "infleet.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env())
-        try:
-            wait_ready(http, proc, args.model, args.start_timeout)
-            progress(f"infleet ready (http {http}, grpc {grpc}; log {log_path})")
-            yield http, grpc, proc.pid
-        finally:
-            stop_process(proc)
+    proc = popen_logged(cmd, log_path, env=worker_env())
+    with running("infleet", proc, log_path, http, grpc, model_ready(args, http, proc)) as ports:
+        yield ports
     if args.infleet_profile and args.infleet_profile.exists():
         import pstats
 
@@ -380,6 +343,39 @@ def serve_infleet(
         pstats.Stats(str(args.infleet_profile), stream=sys.stderr).sort_stats(
             "tottime"
         ).print_stats(30)
+
+
+def popen_logged(
+    cmd: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` with stdout and stderr in ``log_path``."""
+    with open(log_path, "wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def model_ready(
+    args: argparse.Namespace, http: int, proc: subprocess.Popen[bytes]
+) -> Callable[[], None]:
+    route = f"/v2/models/{args.model}/ready"
+    return lambda: wait_http_ready(http, proc, args.start_timeout, route)
+
+
+@contextlib.contextmanager
+def running(
+    label: str,
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    http: int,
+    grpc: int,
+    ready: Callable[[], None],
+) -> Iterator[tuple[int, int, int]]:
+    """Wait for ``ready()``; yield (http port, grpc port, pid); stop ``proc`` however it ends."""
+    try:
+        ready()
+        progress(f"{label} ready (http {http}, grpc {grpc}; log {log_path})")
+        yield http, grpc, proc.pid
+    finally:
+        stop_process(proc)
 
 
 def load_triton_peer() -> ModuleType:
@@ -410,12 +406,8 @@ def serve_triton(
     http, grpc, metrics = free_port(), free_port(), free_port()
     log_path = log_dir / "triton.log"
     proc = peer.start(repo, http, grpc, metrics, tritonserver_dir=tdir, log_file=log_path)
-    try:
-        wait_ready(http, proc, args.model, args.start_timeout)
-        progress(f"triton ready (http {http}, grpc {grpc}; log {log_path})")
-        yield http, grpc, proc.pid
-    finally:
-        stop_process(proc)
+    with running("triton", proc, log_path, http, grpc, model_ready(args, http, proc)) as ports:
+        yield ports
 
 
 @contextlib.contextmanager
@@ -435,14 +427,13 @@ def serve_floor(
     ]
     progress("starting grpc-floor: " + " ".join(cmd))
     log_path = log_dir / "grpc-floor.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_ready_grpc(f"127.0.0.1:{grpc_port}", proc, args.start_timeout)
-            progress(f"grpc-floor ready (grpc {grpc_port}; log {log_path})")
-            yield 0, grpc_port, proc.pid
-        finally:
-            stop_process(proc)
+    proc = popen_logged(cmd, log_path)
+
+    def ready() -> None:
+        wait_ready_grpc(f"127.0.0.1:{grpc_port}", proc, args.start_timeout)
+
+    with running("grpc-floor", proc, log_path, 0, grpc_port, ready) as ports:
+        yield ports
 
 
 def wait_ready_grpc(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:

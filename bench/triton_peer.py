@@ -27,14 +27,13 @@ import os
 import shutil
 import signal
 import site
-import socket
 import subprocess
 import sys
 import sysconfig
 import textwrap
-import time
-import urllib.request
 from pathlib import Path
+
+from serverproc import free_port, stop_process, wait_http_ready
 
 PEER_HOME = Path.home() / ".cache" / "infleet" / "triton-peer"
 WHEEL = "nvidia-pytriton==0.7.0"
@@ -184,13 +183,6 @@ def install_stub(tdir: Path) -> Path:
     return target
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def server_env(tdir: Path) -> dict[str, str]:
     site = sysconfig.get_paths()["purelib"]
     pypath = [str(tdir / "backends" / "python"), site, str(REPO_ROOT / "worker")]
@@ -214,7 +206,7 @@ def start(
     tritonserver_dir: Path | None = None,
     log_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``tritonserver`` on 127.0.0.1 (not waited for: see ``wait_ready``)."""
+    """``tritonserver`` on 127.0.0.1 (not waited for: see ``serverproc.wait_http_ready``)."""
     tdir = tritonserver_dir or server_dir()
     cmd = [
         str(tdir / "bin" / "tritonserver"),
@@ -231,36 +223,6 @@ def start(
     log(" ".join(cmd))
     out = open(log_file, "wb") if log_file else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(cmd, env=server_env(tdir), stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_ready(
-    http_port: int, proc: subprocess.Popen[bytes], timeout: float = 180.0, model: str = ""
-) -> None:
-    """Poll ``/v2/health/ready`` (and the model's ready route) until 200 or timeout."""
-    route = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} before ready")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{route}", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"server not ready on port {http_port} after {timeout:.0f} s")
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,13 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)  # stop the server on kill too
     signal.signal(signal.SIGINT, interrupt)  # also when started in the background
     try:
-        wait_ready(ports[0], proc, model="mlp")
+        wait_http_ready(ports[0], proc, route="/v2/models/mlp/ready")
         log(f"ready: http 127.0.0.1:{ports[0]} grpc 127.0.0.1:{ports[1]}")
         proc.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        stop(proc)
+        stop_process(proc)
     return 0
 
 

@@ -54,6 +54,17 @@ def ready_pods(core: Any, ns: str, selector: str) -> list[Any]:
     return out
 
 
+def finished_pod(core: Any, ns: str, name: str, timeout: float = 60) -> Any:
+    """The pod once its phase is Succeeded or Failed."""
+    return wait_for(
+        lambda: (
+            (x := core.read_namespaced_pod(name, ns)).status.phase in ("Succeeded", "Failed") and x
+        ),
+        timeout=timeout,
+        what=f"pod {name} to finish",
+    )
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -289,15 +300,7 @@ def test_pod_env_token_volumes_and_host_service(cluster: Cluster, ns: str) -> No
             },
         }
         core.create_namespaced_pod(ns, pod)
-        p = wait_for(
-            lambda: (
-                (x := core.read_namespaced_pod("checker", ns)).status.phase
-                in ("Succeeded", "Failed")
-                and x
-            ),
-            timeout=60,
-            what="checker pod to finish",
-        )
+        p = finished_pod(core, ns, "checker")
     assert cluster.run_dir is not None
     logs = list((cluster.run_dir / "pods").glob(f"{ns}_checker_*/logs/check.log"))
     text = logs[0].read_text()
@@ -518,14 +521,7 @@ def test_in_cluster_client_with_projected_token(cluster: Cluster, ns: str) -> No
             },
         },
     )  # fmt: skip
-    p = wait_for(
-        lambda: (
-            (x := core.read_namespaced_pod("incluster", ns)).status.phase in ("Succeeded", "Failed")
-            and x
-        ),
-        timeout=60,
-        what="in-cluster pod to finish",
-    )
+    p = finished_pod(core, ns, "incluster")
     assert cluster.run_dir is not None
     log = next((cluster.run_dir / "pods").glob(f"{ns}_incluster_*/logs/c.log")).read_text()
     assert p.status.phase == "Succeeded", log
@@ -607,15 +603,7 @@ def test_worker_image_maps_to_the_venv(cluster: Cluster, ns: str) -> None:
             },
         },
     )
-    p = wait_for(
-        lambda: (
-            (x := core.read_namespaced_pod("worker-image", ns)).status.phase
-            in ("Succeeded", "Failed")
-            and x
-        ),
-        timeout=60,
-        what="worker-image pod to finish",
-    )
+    p = finished_pod(core, ns, "worker-image")
     assert cluster.run_dir is not None
     log = next((cluster.run_dir / "pods").glob(f"{ns}_worker-image_*/logs/c.log")).read_text()
     assert p.status.phase == "Succeeded", log

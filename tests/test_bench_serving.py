@@ -13,7 +13,9 @@ import pytest
 def test_serving_smoke(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = Path(__file__).resolve().parents[1] / "bench" / "serving.py"
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    monkeypatch.syspath_prepend(str(bench_dir))  # serving.py imports its sibling serverproc
+    path = bench_dir / "serving.py"
     spec = importlib.util.spec_from_file_location("bench_serving", path)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)

@@ -66,7 +66,7 @@ def _frame(obj: Any) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: socket.socket, n: int) -> bytearray:
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
@@ -75,7 +75,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
         if k == 0:
             raise EOFError("the other end closed the channel")
         got += k
-    return bytes(buf)
+    return buf  # read in place: no copy of a batch's bytes
 
 
 def _recv(sock: socket.socket) -> Any:
