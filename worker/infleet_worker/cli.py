@@ -192,6 +192,12 @@ def _load(cfg: WorkerConfig) -> Any:
 
 
 async def run(cfg: WorkerConfig) -> int:
+    from infleet_worker.generate import is_generative
+
+    if is_generative(cfg.model.source):
+        from infleet_worker.generate.server import run_generate_worker
+
+        return await run_generate_worker(cfg)
     from infleet_worker.engine.base import ModelLoadError
     from infleet_worker.lifecycle import Worker
 

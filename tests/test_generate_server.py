@@ -1,0 +1,184 @@
+"""The generation worker as a real process (``infleet-worker`` dispatching on a
+builtin://llama source) against the real ``openai`` client, Triton's generate
+extension, Prometheus metrics, disconnects and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import openai
+import pytest
+
+from serverproc import free_port, stop_process, wait_http_ready
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    http: int
+    metrics: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http}"
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base + "/v1", api_key="none", max_retries=0)
+
+    def metric(self, name: str, label: str = "") -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics") as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + "{") and label in line:
+                    return float(line.rsplit(" ", 1)[1])
+        raise KeyError(name)
+
+    def post(self, path: str, body: dict) -> tuple[int, bytes]:
+        req = urllib.request.Request(
+            self.base + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+
+def start_server(drain: float = 0.0) -> Server:
+    http, metrics, grpc = free_port(), free_port(), free_port()
+    cmd = [
+        sys.executable, "-m", "infleet_worker.cli",
+        "--model-source", "builtin://llama", "--model-name", "llama",
+        "--host", "127.0.0.1", "--http-port", str(http), "--metrics-port", str(metrics),
+        "--grpc-port", str(grpc), "--device", "cpu", "--drain-seconds", str(drain),
+        "--model-param", "maxModelLen=256",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        wait_http_ready(http, proc, timeout=90)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return Server(proc, http, metrics)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    s = start_server()
+    yield s
+    stop_process(s.proc)
+
+
+def test_openai_completions(server: Server) -> None:
+    c = server.client()
+    r = c.completions.create(model="llama", prompt="Hello", max_tokens=8, temperature=0, logprobs=1)
+    assert r.choices[0].finish_reason in ("length", "stop")
+    assert r.usage is not None and r.usage.prompt_tokens == 6  # BOS + 5 bytes
+    assert r.choices[0].logprobs is not None and r.choices[0].logprobs.token_logprobs
+    again = c.completions.create(model="llama", prompt="Hello", max_tokens=8, temperature=0)
+    assert again.choices[0].text == r.choices[0].text
+    chunks = list(
+        c.completions.create(
+            model="llama", prompt="Hello", max_tokens=8, temperature=0, stream=True
+        )
+    )
+    assert "".join(ch.choices[0].text for ch in chunks) == r.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == r.choices[0].finish_reason
+
+
+def test_openai_chat(server: Server) -> None:
+    c = server.client()
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    r = c.chat.completions.create(model="llama", messages=msgs, max_tokens=6, temperature=0, seed=3)
+    assert r.choices[0].message.role == "assistant"
+    stream = c.chat.completions.create(
+        model="llama", messages=msgs, max_tokens=6, temperature=0, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == r.choices[0].message.content
+    assert (
+        chunks[-1].usage is not None
+        and chunks[-1].usage.completion_tokens == r.usage.completion_tokens
+    )  # type: ignore[union-attr]
+    assert [m.id for m in c.models.list().data] == ["llama"]
+
+
+def test_bad_input_named(server: Server) -> None:
+    c = server.client()
+    with pytest.raises(openai.BadRequestError, match="context is 256 tokens"):
+        c.completions.create(model="llama", prompt="x" * 300, max_tokens=4)
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        c.completions.create(model="llama", prompt="x", temperature=3.5)
+    with pytest.raises(openai.BadRequestError, match="unknown parameters: mirostat"):
+        c.completions.create(model="llama", prompt="x", extra_body={"mirostat": 2})
+    with pytest.raises(openai.BadRequestError, match="presence_penalty"):
+        c.completions.create(model="llama", prompt="x", presence_penalty=1.0)
+    status, body = server.post(
+        "/v1/completions", {"prompt": "x" * 200, "max_tokens": 500, "temperature": 0}
+    )
+    doc = json.loads(body)
+    assert status == 200 and "clipped to 55" in doc["warnings"][0]
+    assert doc["usage"]["completion_tokens"] <= 55
+
+
+def test_triton_generate(server: Server) -> None:
+    status, body = server.post(
+        "/v2/models/llama/generate",
+        {"text_input": "Hi", "parameters": {"max_tokens": 5, "temperature": 0}},
+    )
+    assert status == 200 and json.loads(body)["model_name"] == "llama"
+    status, body = server.post(
+        "/v2/models/llama/generate_stream", {"text_input": "Hi", "max_tokens": 5, "temperature": 0}
+    )
+    events = [
+        json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: ")
+    ]
+    assert status == 200 and events[-1]["finish_reason"] in ("length", "stop")
+    status, _ = server.post("/v2/models/llama/generate", {"text_input": "Hi", "top_p": 0})
+    assert status == 400
+
+
+def test_disconnect_frees_blocks(server: Server) -> None:
+    c = server.client()
+    stream = c.completions.create(
+        model="llama",
+        prompt="Hi",
+        max_tokens=250,
+        temperature=0,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    next(iter(stream))
+    stream.close()  # the client goes away mid-generation
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and server.metric("infleet_generate_running_sequences") > 0:
+        time.sleep(0.05)
+    assert server.metric("infleet_generate_running_sequences") == 0
+    assert server.metric("infleet_generate_kv_blocks_used") == 0
+    assert server.metric("infleet_generate_finished_sequences_total", 'reason="abort"') == 1
+    assert server.metric("infleet_generate_time_to_first_token_seconds_count") > 0
+
+
+def test_sigterm_drains_and_exits_zero() -> None:
+    s = start_server(drain=0.5)
+    try:
+        stream = s.client().completions.create(
+            model="llama", prompt="Hi", max_tokens=60, temperature=0, stream=True,
+            extra_body={"ignore_eos": True},
+        )  # fmt: skip
+        first = next(iter(stream))
+        s.proc.send_signal(signal.SIGTERM)
+        rest = list(stream)  # the running sequence finishes
+        assert rest[-1].choices[0].finish_reason == "length" and first
+        assert s.proc.wait(30) == 0
+    finally:
+        stop_process(s.proc)

@@ -1,0 +1,92 @@
+"""CUDA graphs of decode steps (one new token per sequence), one per batch bucket.
+
+Each graph reads static buffers (token ids, positions, slots, block tables padded to
+a fixed number of blocks, context lengths): a step copies its values in and replays.
+Padded rows write to a scratch block past the managed ones and are discarded."""
+
+from __future__ import annotations
+
+import torch
+
+from infleet_worker.generate.attention import AttentionBatch
+from infleet_worker.generate.llama import LlamaForCausalLM
+from infleet_worker.generate.scheduler import ScheduledBatch
+
+
+class DecodeGraphs:
+    def __init__(
+        self, model: LlamaForCausalLM, device: torch.device, block_size: int, scratch: int
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.block_size = block_size
+        self.scratch = scratch  # block id of the scratch block
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.logits: dict[int, torch.Tensor] = {}
+        self.max_blocks = 0
+
+    def capture(self, buckets: list[int], max_blocks: int) -> None:
+        top = max(buckets)
+        self.max_blocks = max_blocks
+        dev, long = self.device, torch.long
+        self.ids = torch.zeros(top, dtype=long, device=dev)
+        self.pos = torch.zeros(top, dtype=long, device=dev)
+        self.slots = torch.full((top,), self.scratch * self.block_size, dtype=long, device=dev)
+        self.tables = torch.full((top, max_blocks), self.scratch, dtype=long, device=dev)
+        self.ctx = torch.ones(top, dtype=long, device=dev)
+        self.qlen = torch.ones(top, dtype=long, device=dev)
+        self.qidx = torch.arange(top, dtype=long, device=dev)
+        pool = None
+        for b in sorted(buckets, reverse=True):
+            attn = AttentionBatch(
+                self.slots[:b], self.tables[:b], self.ctx[:b], self.qlen[:b], self.qidx[:b], 1
+            )
+            for _ in range(2):  # warm up kernels (and cuBLAS workspaces) off the graph
+                self._forward(b, attn)
+            torch.cuda.synchronize(self.device)
+            graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(graph, pool=pool):
+                self.logits[b] = self._forward(b, attn)
+            pool = graph.pool()
+            self.graphs[b] = graph
+        torch.cuda.synchronize(self.device)
+
+    @torch.inference_mode()
+    def _forward(self, b: int, attn: AttentionBatch) -> torch.Tensor:
+        attn.build_mask(self.block_size)
+        hidden = self.model(self.ids[:b], self.pos[:b], attn)
+        return self.model.compute_logits(hidden)
+
+    def bucket(self, n: int) -> int | None:
+        return min((b for b in self.graphs if b >= n), default=None)
+
+    def fits(self, batch: ScheduledBatch) -> bool:
+        """Decode-only, every sequence sampling, within a bucket and the graphs' context."""
+        return (
+            self.bucket(len(batch.seqs)) is not None
+            and all(n == 1 for n in batch.num_new)
+            and all(len(s.block_table) <= self.max_blocks for s in batch.seqs)
+        )
+
+    def replay(self, batch: ScheduledBatch) -> torch.Tensor:
+        n = len(batch.seqs)
+        b = self.bucket(n)
+        assert b is not None
+        bs = self.block_size
+        ids, pos, slots, ctx = [], [], [], []
+        tables = torch.full((b, self.max_blocks), self.scratch, dtype=torch.long)
+        for i, seq in enumerate(batch.seqs):
+            p = seq.num_computed_tokens
+            ids.append(seq.token_ids[p])
+            pos.append(p)
+            slots.append(seq.block_table[p // bs] * bs + p % bs)
+            ctx.append(p + 1)
+            tables[i, : len(seq.block_table)] = torch.tensor(seq.block_table)
+        pad = b - n
+        self.ids[:b].copy_(torch.tensor(ids + [0] * pad), non_blocking=True)
+        self.pos[:b].copy_(torch.tensor(pos + [0] * pad), non_blocking=True)
+        self.slots[:b].copy_(torch.tensor(slots + [self.scratch * bs] * pad), non_blocking=True)
+        self.ctx[:b].copy_(torch.tensor(ctx + [1] * pad), non_blocking=True)
+        self.tables[:b].copy_(tables, non_blocking=True)
+        self.graphs[b].replay()
+        return self.logits[b][:n]

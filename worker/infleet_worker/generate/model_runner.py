@@ -1,0 +1,109 @@
+"""Run one scheduled step: pack its tokens, fill the attention metadata, run the model
+(or replay a captured decode graph), return the logits of the sequences that sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from infleet_worker.generate.attention import AttentionBatch
+from infleet_worker.generate.config import LlamaConfig
+from infleet_worker.generate.graphs import DecodeGraphs
+from infleet_worker.generate.llama import LlamaForCausalLM
+from infleet_worker.generate.scheduler import ScheduledBatch
+from infleet_worker.generate.sequence import Sequence
+
+
+def kv_bytes_per_block(cfg: LlamaConfig, block_size: int, dtype: torch.dtype) -> int:
+    """Keys and values of one block across every layer."""
+    elem = torch.empty(0, dtype=dtype).element_size()
+    return 2 * cfg.num_layers * block_size * cfg.num_kv_heads * cfg.head_dim * elem
+
+
+@dataclass
+class StepInputs:
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    attention: AttentionBatch
+    sample_rows: torch.Tensor
+    sample_seqs: list[Sequence]
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        num_blocks: int,
+        block_size: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        cfg = model.config
+        self.model = model
+        self.block_size = block_size
+        self.device = device
+        self.num_blocks = num_blocks
+        # One extra block past the managed ones: the scratch slot padded graph rows write to.
+        shape = (num_blocks + 1, block_size, cfg.num_kv_heads, cfg.head_dim)
+        for attn in model.attention_layers():
+            attn.k_cache = torch.zeros(shape, dtype=dtype, device=device)
+            attn.v_cache = torch.zeros(shape, dtype=dtype, device=device)
+        self.graphs: DecodeGraphs | None = None
+
+    def capture_graphs(self, buckets: list[int], max_context: int) -> None:
+        """CUDA graphs of decode steps, one per batch bucket (GPU only)."""
+        if self.device.type != "cuda" or not buckets:
+            return
+        blocks = -(-max_context // self.block_size)
+        self.graphs = DecodeGraphs(self.model, self.device, self.block_size, self.num_blocks)
+        self.graphs.capture(buckets, blocks)
+
+    def prepare_inputs(self, batch: ScheduledBatch) -> StepInputs:
+        bs = self.block_size
+        max_q = max(batch.num_new)
+        max_blocks = max(len(s.block_table) for s in batch.seqs)
+        ids: list[int] = []
+        pos: list[int] = []
+        slots: list[int] = []
+        qidx: list[int] = []
+        ctx: list[int] = []
+        tables: list[list[int]] = []
+        rows: list[int] = []
+        seqs: list[Sequence] = []
+        for b, (seq, n) in enumerate(zip(batch.seqs, batch.num_new, strict=True)):
+            start, table = seq.num_computed_tokens, seq.block_table
+            ids.extend(seq.token_ids[start : start + n])
+            pos.extend(range(start, start + n))
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+            qidx.extend(range(b * max_q, b * max_q + n))
+            ctx.append(start + n)
+            tables.append(table + [0] * (max_blocks - len(table)))
+            if start + n == seq.num_tokens:
+                rows.append(len(ids) - 1)
+                seqs.append(seq)
+
+        def tensor(x: list[int] | list[list[int]]) -> torch.Tensor:
+            return torch.tensor(x, dtype=torch.long, device=self.device)
+
+        attention = AttentionBatch(
+            slot_mapping=tensor(slots),
+            block_tables=tensor(tables),
+            context_lens=tensor(ctx),
+            query_lens=tensor(batch.num_new),
+            query_index=tensor(qidx),
+            max_query=max_q,
+        )
+        return StepInputs(tensor(ids), tensor(pos), attention, tensor(rows), seqs)
+
+    @torch.inference_mode()
+    def run_model(self, batch: ScheduledBatch) -> tuple[torch.Tensor | None, list[Sequence]]:
+        """Logits [sampling sequences, vocab] of the step (None when none samples)."""
+        if self.graphs is not None and self.graphs.fits(batch):
+            return self.graphs.replay(batch), list(batch.seqs)
+        inputs = self.prepare_inputs(batch)
+        inputs.attention.build_mask(self.block_size)
+        hidden = self.model(inputs.input_ids, inputs.positions, inputs.attention)
+        if not inputs.sample_seqs:
+            return None, []
+        return self.model.compute_logits(hidden[inputs.sample_rows]), inputs.sample_seqs
