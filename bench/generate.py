@@ -47,14 +47,19 @@ class Result:
 
 
 def workload(
-    n: int, vocab: int, seed: int, max_prompt: int, max_out: int
+    n: int, vocab: int, seed: int, max_prompt: int, mean_out: int, lengths: str
 ) -> list[tuple[list[int], int]]:
+    """Prompts uniform in [16, max_prompt]; outputs exponential with mean ``mean_out``
+    (clipped to [4, 8 x mean]: chat answers are long-tailed) or uniform in [16, 2 x mean]."""
     rng = random.Random(seed)
+
+    def out_len() -> int:
+        if lengths == "uniform":
+            return rng.randint(16, 2 * mean_out)
+        return max(4, min(8 * mean_out, round(rng.expovariate(1 / mean_out))))
+
     return [
-        (
-            [rng.randrange(vocab) for _ in range(rng.randint(16, max_prompt))],
-            rng.randint(16, max_out),
-        )
+        ([rng.randrange(vocab) for _ in range(rng.randint(16, max_prompt))], out_len())
         for _ in range(n)
     ]
 
@@ -194,7 +199,8 @@ async def main() -> None:
     p.add_argument("--concurrency", default="1,16,64")
     p.add_argument("--per-client", type=int, default=2)
     p.add_argument("--max-prompt", type=int, default=128)
-    p.add_argument("--max-out", type=int, default=128)
+    p.add_argument("--mean-out", type=int, default=64)
+    p.add_argument("--lengths", choices=["exponential", "uniform"], default="exponential")
     p.add_argument("--system-tokens", type=int, default=1000)
     p.add_argument("--prefix-requests", type=int, default=24)
     args = p.parse_args()
@@ -209,7 +215,9 @@ async def main() -> None:
         engine = GenerateEngine(build_core(worker_config(args, conc)))
         engine.start()
         vocab = min(256, engine.core.model.config.vocab_size)
-        reqs = workload(conc * args.per_client, vocab, conc, args.max_prompt, args.max_out)
+        reqs = workload(
+            conc * args.per_client, vocab, conc, args.max_prompt, args.mean_out, args.lengths
+        )
         try:
             ours = await run_engine(engine, reqs, conc)
         finally:

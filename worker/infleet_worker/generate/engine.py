@@ -41,6 +41,7 @@ class GenerateEngine:
         self._aborts: list[int] = []
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="generate-engine", daemon=True)
+        self._outbox: list[tuple[asyncio.AbstractEventLoop, Any, TokenOutput]] = []
         self.error: BaseException | None = None
         self.dead = threading.Event()
 
@@ -80,6 +81,7 @@ class GenerateEngine:
                 if core.has_work:
                     with torch.inference_mode():
                         core.step()
+                self._flush()
         except BaseException as e:  # a device error: fail everyone, let the worker exit
             log.exception("the generation engine failed: %s", e)
             self.error = e
@@ -87,6 +89,19 @@ class GenerateEngine:
             self.dead.set()
         finally:
             core.abort_all("abort", "the engine stopped")
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand the step's outputs to their event loops: one wake-up per loop per step."""
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, TokenOutput]]] = {}
+        for loop, queue, out in self._outbox:
+            by_loop.setdefault(loop, []).append((queue, out))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop closed: nobody listens
+                loop.call_soon_threadsafe(_deliver, items)
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Any) -> Sequence:
         if self.dead.is_set():
@@ -112,9 +127,8 @@ class GenerateEngine:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[TokenOutput] = asyncio.Queue()
 
-        def sink(out: TokenOutput) -> None:
-            with contextlib.suppress(RuntimeError):  # the caller's loop closed: nobody listens
-                loop.call_soon_threadsafe(queue.put_nowait, out)
+        def sink(out: TokenOutput) -> None:  # runs on the engine thread
+            self._outbox.append((loop, queue, out))
 
         seq = self.submit(prompt_ids, params, sink)
         done = False
@@ -126,3 +140,8 @@ class GenerateEngine:
         finally:
             if not done:
                 self.abort(seq.seq_id)
+
+
+def _deliver(items: list[tuple[Any, TokenOutput]]) -> None:
+    for queue, out in items:
+        queue.put_nowait(out)

@@ -34,13 +34,9 @@ class DecodeGraphs:
         self.slots = torch.full((top,), self.scratch * self.block_size, dtype=long, device=dev)
         self.tables = torch.full((top, max_blocks), self.scratch, dtype=long, device=dev)
         self.ctx = torch.ones(top, dtype=long, device=dev)
-        self.qlen = torch.ones(top, dtype=long, device=dev)
-        self.qidx = torch.arange(top, dtype=long, device=dev)
         pool = None
         for b in sorted(buckets, reverse=True):
-            attn = AttentionBatch(
-                self.slots[:b], self.tables[:b], self.ctx[:b], self.qlen[:b], self.qidx[:b], 1
-            )
+            attn = AttentionBatch(self.slots[:b], self.tables[:b], self.ctx[:b])
             for _ in range(2):  # warm up kernels (and cuBLAS workspaces) off the graph
                 self._forward(b, attn)
             torch.cuda.synchronize(self.device)

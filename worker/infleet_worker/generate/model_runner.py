@@ -7,12 +7,16 @@ from dataclasses import dataclass
 
 import torch
 
-from infleet_worker.generate.attention import AttentionBatch
+from infleet_worker.generate.attention import AttentionBatch, PrefillChunk, prefill_mask
 from infleet_worker.generate.config import LlamaConfig
 from infleet_worker.generate.graphs import DecodeGraphs
 from infleet_worker.generate.llama import LlamaForCausalLM
 from infleet_worker.generate.scheduler import ScheduledBatch
 from infleet_worker.generate.sequence import Sequence
+
+
+def _long(values: list[int] | list[list[int]], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long, device=device)
 
 
 def kv_bytes_per_block(cfg: LlamaConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -60,41 +64,41 @@ class ModelRunner:
         self.graphs.capture(buckets, blocks)
 
     def prepare_inputs(self, batch: ScheduledBatch) -> StepInputs:
-        bs = self.block_size
-        max_q = max(batch.num_new)
-        max_blocks = max(len(s.block_table) for s in batch.seqs)
+        """Pack the step: decode tokens first (one per sequence), then prompt chunks."""
+        bs, dev = self.block_size, self.device
+        pairs = list(zip(batch.seqs, batch.num_new, strict=True))
+        decodes = [(s, n) for s, n in pairs if n == 1]
+        chunks = [(s, n) for s, n in pairs if n > 1]
         ids: list[int] = []
         pos: list[int] = []
         slots: list[int] = []
-        qidx: list[int] = []
-        ctx: list[int] = []
-        tables: list[list[int]] = []
         rows: list[int] = []
         seqs: list[Sequence] = []
-        for b, (seq, n) in enumerate(zip(batch.seqs, batch.num_new, strict=True)):
+        for seq, n in decodes + chunks:
             start, table = seq.num_computed_tokens, seq.block_table
             ids.extend(seq.token_ids[start : start + n])
             pos.extend(range(start, start + n))
             slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
-            qidx.extend(range(b * max_q, b * max_q + n))
-            ctx.append(start + n)
-            tables.append(table + [0] * (max_blocks - len(table)))
             if start + n == seq.num_tokens:
                 rows.append(len(ids) - 1)
                 seqs.append(seq)
-
-        def tensor(x: list[int] | list[list[int]]) -> torch.Tensor:
-            return torch.tensor(x, dtype=torch.long, device=self.device)
-
+        width = max((len(s.block_table) for s, _ in decodes), default=0)
+        tables = [s.block_table + [0] * (width - len(s.block_table)) for s, _ in decodes]
+        prefills = []
+        offset = len(decodes)
+        for seq, n in chunks:
+            start = seq.num_computed_tokens
+            used = -(-(start + n) // bs)
+            mask = prefill_mask(start, n, used * bs, dev)
+            prefills.append(PrefillChunk(offset, n, _long(seq.block_table[:used], dev), mask))
+            offset += n
         attention = AttentionBatch(
-            slot_mapping=tensor(slots),
-            block_tables=tensor(tables),
-            context_lens=tensor(ctx),
-            query_lens=tensor(batch.num_new),
-            query_index=tensor(qidx),
-            max_query=max_q,
+            slot_mapping=_long(slots, dev),
+            decode_tables=_long(tables, dev).view(len(decodes), width),
+            decode_lens=_long([s.num_computed_tokens + 1 for s, _ in decodes], dev),
+            prefills=prefills,
         )
-        return StepInputs(tensor(ids), tensor(pos), attention, tensor(rows), seqs)
+        return StepInputs(_long(ids, dev), _long(pos, dev), attention, _long(rows, dev), seqs)
 
     @torch.inference_mode()
     def run_model(self, batch: ScheduledBatch) -> tuple[torch.Tensor | None, list[Sequence]]:
