@@ -2,8 +2,8 @@
 torch SDPA over each sequence's blocks gathered into a dense tensor.
 
 A step's tokens come packed: first the decode tokens (one per sequence, attended to
-together, their block tables padded to the longest), then each prompt chunk (one
-SDPA call per chunk, over that sequence's own blocks only). The gather copies every
+in groups of similar context length, block tables padded within a group), then each
+prompt chunk (one SDPA call per chunk, over that sequence's own blocks only). The gather copies every
 block a step reads once per layer; a fused paged kernel would read them in place.
 docs/generation.md says what this costs.
 """
@@ -27,28 +27,40 @@ class PrefillChunk:
 
 
 @dataclass
+class DecodeGroup:
+    """Decodes attended together: packed tokens [start, start + n), one per sequence,
+    block tables [n, width] padded with block 0, ``lens`` the tokens after this step."""
+
+    start: int
+    tables: torch.Tensor
+    lens: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.tables.shape[0])
+
+    def build_mask(self, block_size: int) -> None:
+        """[n, 1, 1, width * block_size] bool: a decode sees its own context only."""
+        kpos = torch.arange(self.tables.shape[1] * block_size, device=self.tables.device)
+        self.mask = (kpos[None, :] < self.lens[:, None])[:, None, None, :]
+
+
+@dataclass
 class AttentionBatch:
     """Where one step's tokens go: built by the model runner, read by every layer.
 
-    ``slot_mapping[t]`` is the cache slot (block * block_size + offset) of packed token
-    t. The first ``num_decode`` tokens are decodes: ``decode_tables`` [n, max_blocks]
-    (padded with block 0) and ``decode_lens`` (tokens after this step) describe them."""
+    ``slot_mapping[t]`` is the cache slot (block * block_size + offset) of packed
+    token t. Decodes come first, in groups of similar context length (each group is
+    padded to its longest member only), then the prompt chunks."""
 
     slot_mapping: torch.Tensor
-    decode_tables: torch.Tensor
-    decode_lens: torch.Tensor
+    decodes: list[DecodeGroup] = field(default_factory=list)
     prefills: list[PrefillChunk] = field(default_factory=list)
-    decode_mask: torch.Tensor | None = None
-
-    @property
-    def num_decode(self) -> int:
-        return int(self.decode_tables.shape[0])
 
     def build_mask(self, block_size: int) -> None:
-        """[n, 1, 1, max_blocks * block_size] bool: a decode sees its context only."""
-        max_ctx = self.decode_tables.shape[1] * block_size
-        kpos = torch.arange(max_ctx, device=self.decode_tables.device)
-        self.decode_mask = (kpos[None, :] < self.decode_lens[:, None])[:, None, None, :]
+        for group in self.decodes:
+            group.build_mask(block_size)
 
 
 def prefill_mask(start: int, length: int, context: int, device: torch.device) -> torch.Tensor:
@@ -102,11 +114,10 @@ def paged_attention(
     store_kv(k, v, k_cache, v_cache, batch.slot_mapping)
     heads, dim, kv_heads = q.shape[1], q.shape[2], k.shape[1]
     outs = []
-    n = batch.num_decode
-    if n:
-        qd = q[:n].view(n, heads, 1, dim)
-        tables = batch.decode_tables.view(-1)
-        out = _attend(qd, k_cache, v_cache, tables, batch.decode_mask, n, kv_heads)
+    for group in batch.decodes:
+        n = group.n
+        qd = q[group.start : group.start + n].view(n, heads, 1, dim)
+        out = _attend(qd, k_cache, v_cache, group.tables.view(-1), group.mask, n, kv_heads)
         outs.append(out.reshape(n, heads * dim))
     for chunk in batch.prefills:
         qp = q[chunk.start : chunk.start + chunk.length].transpose(0, 1).unsqueeze(0)

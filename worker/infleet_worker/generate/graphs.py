@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from infleet_worker.generate.attention import AttentionBatch
+from infleet_worker.generate.attention import AttentionBatch, DecodeGroup
 from infleet_worker.generate.llama import LlamaForCausalLM
 from infleet_worker.generate.scheduler import ScheduledBatch
 
@@ -36,7 +36,8 @@ class DecodeGraphs:
         self.ctx = torch.ones(top, dtype=long, device=dev)
         pool = None
         for b in sorted(buckets, reverse=True):
-            attn = AttentionBatch(self.slots[:b], self.tables[:b], self.ctx[:b])
+            group = DecodeGroup(0, self.tables[:b], self.ctx[:b])
+            attn = AttentionBatch(self.slots[:b], [group])
             for _ in range(2):  # warm up kernels (and cuBLAS workspaces) off the graph
                 self._forward(b, attn)
             torch.cuda.synchronize(self.device)

@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
-from infleet_worker.generate.attention import AttentionBatch, PrefillChunk, prefill_mask
+from infleet_worker.generate.attention import (
+    AttentionBatch,
+    DecodeGroup,
+    PrefillChunk,
+    prefill_mask,
+)
 from infleet_worker.generate.config import LlamaConfig
 from infleet_worker.generate.graphs import DecodeGraphs
 from infleet_worker.generate.llama import LlamaForCausalLM
@@ -17,6 +22,21 @@ from infleet_worker.generate.sequence import Sequence
 
 def _long(values: list[int] | list[list[int]], device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.long, device=device)
+
+
+def group_by_length(seqs: list[Sequence], groups: int = 4) -> list[tuple[int, list[Sequence]]]:
+    """Split decodes sorted by block count into at most ``groups`` runs whose longest
+    member has at most twice the blocks of the shortest: each run is gathered padded to
+    its own longest member. Returns (first packed index, members) per run."""
+    runs: list[tuple[int, list[Sequence]]] = []
+    for i, seq in enumerate(seqs):
+        if runs and (
+            len(seq.block_table) <= 2 * len(runs[-1][1][0].block_table) or len(runs) == groups
+        ):
+            runs[-1][1].append(seq)
+        else:
+            runs.append((i, [seq]))
+    return runs
 
 
 def kv_bytes_per_block(cfg: LlamaConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -67,7 +87,7 @@ class ModelRunner:
         """Pack the step: decode tokens first (one per sequence), then prompt chunks."""
         bs, dev = self.block_size, self.device
         pairs = list(zip(batch.seqs, batch.num_new, strict=True))
-        decodes = [(s, n) for s, n in pairs if n == 1]
+        decodes = sorted(((s, n) for s, n in pairs if n == 1), key=lambda p: len(p[0].block_table))
         chunks = [(s, n) for s, n in pairs if n > 1]
         ids: list[int] = []
         pos: list[int] = []
@@ -82,8 +102,12 @@ class ModelRunner:
             if start + n == seq.num_tokens:
                 rows.append(len(ids) - 1)
                 seqs.append(seq)
-        width = max((len(s.block_table) for s, _ in decodes), default=0)
-        tables = [s.block_table + [0] * (width - len(s.block_table)) for s, _ in decodes]
+        groups = []
+        for start, members in group_by_length([s for s, _ in decodes]):
+            width = len(members[-1].block_table)
+            tables = [s.block_table + [0] * (width - len(s.block_table)) for s in members]
+            lens = [s.num_computed_tokens + 1 for s in members]
+            groups.append(DecodeGroup(start, _long(tables, dev), _long(lens, dev)))
         prefills = []
         offset = len(decodes)
         for seq, n in chunks:
@@ -92,12 +116,7 @@ class ModelRunner:
             mask = prefill_mask(start, n, used * bs, dev)
             prefills.append(PrefillChunk(offset, n, _long(seq.block_table[:used], dev), mask))
             offset += n
-        attention = AttentionBatch(
-            slot_mapping=_long(slots, dev),
-            decode_tables=_long(tables, dev).view(len(decodes), width),
-            decode_lens=_long([s.num_computed_tokens + 1 for s, _ in decodes], dev),
-            prefills=prefills,
-        )
+        attention = AttentionBatch(_long(slots, dev), groups, prefills)
         return StepInputs(_long(ids, dev), _long(pos, dev), attention, _long(rows, dev), seqs)
 
     @torch.inference_mode()
