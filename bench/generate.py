@@ -2,7 +2,7 @@
 static-batch Hugging Face ``generate`` loop with the same weights, in the same run.
 
 Closed loop: C clients, each sends its next request when the last one finished
-(2 requests per client); prompt and output lengths vary per request (seeded), so a
+(4 requests per client by default); prompt and output lengths vary per request (seeded), so a
 static batch runs as long as its longest member. Prints output tokens/s and
 TTFT / ITL P50 / P99 at each concurrency, then the prefix-cache speed-up on
 requests sharing a long system prompt.
@@ -197,7 +197,7 @@ async def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--concurrency", default="1,16,64")
-    p.add_argument("--per-client", type=int, default=2)
+    p.add_argument("--per-client", type=int, default=4)
     p.add_argument("--max-prompt", type=int, default=128)
     p.add_argument("--mean-out", type=int, default=64)
     p.add_argument("--lengths", choices=["exponential", "uniform"], default="exponential")

@@ -3,8 +3,9 @@ torch SDPA over each sequence's blocks gathered into a dense tensor.
 
 A step's tokens come packed: first the decode tokens (one per sequence, attended to
 in groups of similar context length, block tables padded within a group), then each
-prompt chunk (one SDPA call per chunk, over that sequence's own blocks only). The gather copies every
-block a step reads once per layer; a fused paged kernel would read them in place.
+prompt chunk (one SDPA call per chunk, over that sequence's own blocks only). The
+gather copies every block a step reads once per layer; a fused paged kernel would read
+them in place.
 docs/generation.md says what this costs.
 """
 

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from infleet_worker.generate.frontend import Frontend
-from infleet_worker.generate.openai_api import read_json, sse
+from infleet_worker.generate.openai_wire import read_json, sse
 from infleet_worker.generate.params import BadRequest, check_fields, clip_note, sampling_params
 
 TRITON_FIELDS: dict[str, tuple[Any, str]] = {
