@@ -13,11 +13,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import openai
 import pytest
 
+from generate_fixtures import save_tiny_checkpoint
+from infleet_worker.generate.tokenizer import HFTokenizer
 from serverproc import free_port, stop_process, wait_http_ready
+from test_generate_tokenizer import MESSAGES, TEMPLATE, word_level
 
 
 @dataclass
@@ -51,11 +55,11 @@ class Server:
             return e.code, e.read()
 
 
-def start_server(drain: float = 0.0) -> Server:
+def start_server(drain: float = 0.0, source: str = "builtin://llama") -> Server:
     http, metrics, grpc = free_port(), free_port(), free_port()
     cmd = [
         sys.executable, "-m", "infleet_worker.cli",
-        "--model-source", "builtin://llama", "--model-name", "llama",
+        "--model-source", source, "--model-name", "llama",
         "--host", "127.0.0.1", "--http-port", str(http), "--metrics-port", str(metrics),
         "--grpc-port", str(grpc), "--device", "cpu", "--drain-seconds", str(drain),
         "--model-param", "maxModelLen=256",
@@ -166,6 +170,29 @@ def test_disconnect_frees_blocks(server: Server) -> None:
     assert server.metric("infleet_generate_kv_blocks_used") == 0
     assert server.metric("infleet_generate_finished_sequences_total", 'reason="abort"') == 1
     assert server.metric("infleet_generate_time_to_first_token_seconds_count") > 0
+
+
+def test_checkpoint_directory_serves_chat(tmp_path: Path) -> None:
+    """A transformers checkpoint with tokenizer.json and a chat template, as on a PVC."""
+    save_tiny_checkpoint(tmp_path)
+    word_level(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<s>", "chat_template": TEMPLATE})
+    )
+    s = start_server(source=f"file://{tmp_path}")
+    try:
+        c = s.client()
+        r = c.chat.completions.create(
+            model="llama", messages=MESSAGES, max_tokens=5, temperature=0, logprobs=True
+        )
+        tok = HFTokenizer(tmp_path, bos_id=0, eos_ids=(1,))
+        rendered = tok.encode(tok.chat_prompt(MESSAGES)[0], add_special=False)
+        assert r.usage is not None and r.usage.prompt_tokens == len(rendered)
+        assert r.choices[0].logprobs is not None and r.choices[0].logprobs.content
+        with pytest.raises(openai.BadRequestError, match="context is 256 tokens"):
+            c.completions.create(model="llama", prompt=[3] * 256, max_tokens=1)
+    finally:
+        stop_process(s.proc)
 
 
 def test_sigterm_drains_and_exits_zero() -> None:

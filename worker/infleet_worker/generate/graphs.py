@@ -58,10 +58,14 @@ class DecodeGraphs:
         return min((b for b in self.graphs if b >= n), default=None)
 
     def fits(self, batch: ScheduledBatch) -> bool:
-        """Decode-only, every sequence sampling, within a bucket and the graphs' context."""
+        """Decode-only (one token each, every one sampling), within a bucket and the
+        graphs' context."""
         return (
             self.bucket(len(batch.seqs)) is not None
-            and all(n == 1 for n in batch.num_new)
+            and all(
+                n == 1 and s.num_computed_tokens + 1 == s.num_tokens
+                for s, n in zip(batch.seqs, batch.num_new, strict=True)
+            )
             and all(len(s.block_table) <= self.max_blocks for s in batch.seqs)
         )
 

@@ -82,7 +82,10 @@ class OpenAIRoutes:
         msgs = messages(body.get("messages"))
         if body.get("max_completion_tokens") is not None:
             body.setdefault("max_tokens", body["max_completion_tokens"])
-        text, add_special = self.fe.tokenizer.chat_prompt(msgs)
+        try:
+            text, add_special = self.fe.tokenizer.chat_prompt(msgs)
+        except Exception as e:  # the checkpoint's template refused the messages
+            raise BadRequest(f"cannot apply the chat template: {e}", "messages") from None
         ids = self.fe.encode(text, add_special)
         logprobs = (body.get("top_logprobs") or 0) if body.get("logprobs") else None
         parsed = sampling_params(
