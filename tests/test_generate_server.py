@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -14,7 +15,9 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import openai
 import pytest
 
@@ -29,6 +32,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     http: int
     metrics: int
+    grpc: int
 
     @property
     def base(self) -> str:
@@ -70,7 +74,7 @@ def start_server(drain: float = 0.0, source: str = "builtin://llama") -> Server:
     except BaseException:
         stop_process(proc)
         raise
-    return Server(proc, http, metrics)
+    return Server(proc, http, metrics, grpc)
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +155,45 @@ def test_triton_generate(server: Server) -> None:
     assert status == 400
 
 
+def test_tritonclient_grpc_stream(server: Server) -> None:
+    """tritonclient's decoupled streaming client: one response per token, the last
+    one final; the texts join to what the HTTP generate route answers."""
+    import tritonclient.grpc as grpcclient
+
+    responses: queue.Queue[Any] = queue.Queue()
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+    assert client.is_server_ready() and client.is_model_ready("llama")
+    text = grpcclient.InferInput("text_input", [1], "BYTES")
+    text.set_data_from_numpy(np.array([b"Hi"], dtype=object))
+    client.start_stream(callback=lambda result, error: responses.put((result, error)))
+    try:
+        client.async_stream_infer("llama", [text], request_id="r1",
+                                  parameters={"max_tokens": 6, "temperature": 0.0})  # fmt: skip
+        parts: list[bytes] = []
+        while True:
+            result, error = responses.get(timeout=30)
+            assert error is None
+            response = result.get_response()
+            assert response.id == "r1"
+            parts.append(result.as_numpy("text_output")[0])
+            if response.parameters["triton_final_response"].bool_param:
+                break
+        assert len(parts) == 6
+        client.async_stream_infer("llama", [text], parameters={"temperature": 9.0})
+        result, error = responses.get(timeout=30)
+        assert error is not None and "temperature" in str(error)
+    finally:
+        client.stop_stream()
+        client.close()
+    _, body = server.post(
+        "/v2/models/llama/generate", {"text_input": "Hi", "max_tokens": 6, "temperature": 0}
+    )
+    assert b"".join(parts).decode() == json.loads(body)["text_output"]
+
+
 def test_disconnect_frees_blocks(server: Server) -> None:
     c = server.client()
+    aborted = server.metric("infleet_generate_finished_sequences_total", 'reason="abort"')
     stream = c.completions.create(
         model="llama",
         prompt="Hi",
@@ -168,7 +209,8 @@ def test_disconnect_frees_blocks(server: Server) -> None:
         time.sleep(0.05)
     assert server.metric("infleet_generate_running_sequences") == 0
     assert server.metric("infleet_generate_kv_blocks_used") == 0
-    assert server.metric("infleet_generate_finished_sequences_total", 'reason="abort"') == 1
+    after = server.metric("infleet_generate_finished_sequences_total", 'reason="abort"')
+    assert after == aborted + 1
     assert server.metric("infleet_generate_time_to_first_token_seconds_count") > 0
 
 

@@ -6,7 +6,7 @@ for ``server.drainSeconds``, then new ones get 503 while the running sequences
 finish; exit 0. In-process use (tests, benchmarks)::
 
     async with serve_generate(cfg) as server:
-        server.http_port, server.metrics_port
+        server.http_port, server.grpc_port, server.metrics_port
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 
+import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -25,6 +26,7 @@ from infleet_worker.engine.base import ModelLoadError
 from infleet_worker.generate.config import ConfigError
 from infleet_worker.generate.engine import GenerateEngine
 from infleet_worker.generate.frontend import Frontend
+from infleet_worker.generate.grpc_stream import build_grpc
 from infleet_worker.generate.http import build_app
 from infleet_worker.generate.loader import build_core
 from infleet_worker.generate.metrics import GenerateMetrics
@@ -39,7 +41,9 @@ class GenerateServer:
         self.cfg = cfg
         self.registry = registry if registry is not None else CollectorRegistry()
         self.http_port = 0
+        self.grpc_port = 0
         self.metrics_port = 0
+        self._grpc: grpc.aio.Server | None = None
         self.engine: GenerateEngine | None = None
         self.frontend: Frontend | None = None
         self._runners: list[web.AppRunner] = []
@@ -67,6 +71,8 @@ class GenerateServer:
         self.http_port = await self._bind(
             build_app(self.frontend, s.max_request_bytes), s.host, s.http_port
         )
+        self._grpc, self.grpc_port = build_grpc(self.frontend, s.host, s.grpc_port)
+        await self._grpc.start()
         self.frontend.set_ready(True)
         event(
             log,
@@ -74,6 +80,7 @@ class GenerateServer:
             f"ready: generating with {m.source} http={self.http_port} metrics={self.metrics_port}",
             model=m.name,
             http_port=self.http_port,
+            grpc_port=self.grpc_port,
             metrics_port=self.metrics_port,
         )
 
@@ -113,6 +120,9 @@ class GenerateServer:
         if self.frontend is not None:
             self.frontend.accepting = False
             self.frontend.set_ready(False)
+        if self._grpc is not None:
+            await self._grpc.stop(grace=5)
+            self._grpc = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
