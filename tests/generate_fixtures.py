@@ -29,12 +29,13 @@ TINY_HF = {
 }
 
 
-def save_tiny_checkpoint(path: Path, seed: int = 0) -> Any:
+def save_tiny_checkpoint(path: Path, seed: int = 0, **overrides: Any) -> Any:
     """Random weights from transformers' own init, saved with save_pretrained."""
     import transformers  # test-only dependency
 
     torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY_HF)).eval()
+    config = transformers.LlamaConfig(**{**TINY_HF, **overrides})
+    model = transformers.LlamaForCausalLM(config).eval()
     model.save_pretrained(path)
     return model
 

@@ -11,7 +11,7 @@ import torch
 
 from generate_fixtures import core_for, drive, greedy
 from infleet_worker.generate.block_manager import BlockManager
-from infleet_worker.generate.config import ConfigError, llama_from_params
+from infleet_worker.generate.config import ConfigError, llama_from_hf, llama_from_params
 from infleet_worker.generate.detok import Detokenizer
 from infleet_worker.generate.engine import GenerateEngine
 from infleet_worker.generate.sampler import sample
@@ -170,3 +170,20 @@ async def test_async_stream_and_cancellation_frees_blocks() -> None:
         assert not engine.core.has_work and blocks.num_free == blocks.num_blocks
     finally:
         engine.stop()
+
+
+def test_hf_config_rope_in_both_layouts() -> None:
+    base = {
+        "vocab_size": 300,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+    }
+    scaling = {"rope_type": "llama3", "factor": 8.0}
+    old = llama_from_hf({**base, "rope_theta": 5e5, "rope_scaling": scaling})  # the Hub's
+    new = llama_from_hf({**base, "rope_parameters": {"rope_theta": 5e5, **scaling}})  # v5
+    assert old.rope_theta == new.rope_theta == 5e5
+    assert old.rope_scaling == new.rope_scaling == scaling
+    plain = llama_from_hf({**base, "rope_parameters": {"rope_theta": 1e4, "rope_type": "default"}})
+    assert plain.rope_scaling is None and plain.num_kv_heads == 4

@@ -47,6 +47,25 @@ def test_one_sequence_matches_transformers(
     assert drive(core, [prompt], greedy(N)) == [hf_greedy(hf, prompt, N)]
 
 
+def test_llama3_shape_matches_transformers(tmp_path: Path) -> None:
+    """Llama 3.2's extras: tied embeddings and Llama 3 rope scaling (felt past 64 tokens
+    here), with a head dimension that is not hidden / heads."""
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
+    hf = save_tiny_checkpoint(
+        tmp_path, seed=4, tie_word_embeddings=True, rope_scaling=scaling, rope_theta=500000.0,
+        head_dim=32,
+    )  # fmt: skip
+    core = core_for(f"file://{tmp_path}")
+    ps = prompts([90, 7], seed=4)
+    assert drive(core, ps, greedy(N)) == [hf_greedy(hf, p, N) for p in ps]
+
+
 def test_continuous_batch_matches_transformers(
     checkpoint: tuple[Path, transformers.LlamaForCausalLM],
 ) -> None:

@@ -158,6 +158,12 @@ def options_from_params(params: dict[str, str], **overrides: Any) -> EngineOptio
 
 def llama_from_hf(doc: dict[str, Any]) -> LlamaConfig:
     """Sizes from a Hugging Face config.json (Llama, Mistral, Qwen2-style without biases)."""
+    # transformers >= 5 writes rope_parameters {rope_theta, rope_type, ...}; older
+    # checkpoints (most on the Hub) rope_theta and rope_scaling at the top level.
+    rope = doc.get("rope_parameters") or {}
+    scaling = None
+    if rope.get("rope_type", "default") != "default":
+        scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
     try:
         heads = int(doc["num_attention_heads"])
         hidden = int(doc["hidden_size"])
@@ -172,8 +178,8 @@ def llama_from_hf(doc: dict[str, Any]) -> LlamaConfig:
             num_kv_heads=int(doc.get("num_key_value_heads") or heads),
             head_dim=int(doc.get("head_dim") or hidden // heads),
             max_positions=int(doc.get("max_position_embeddings", 2048)),
-            rope_theta=float(doc.get("rope_theta", 10000.0)),
-            rope_scaling=doc.get("rope_scaling"),
+            rope_theta=float(doc.get("rope_theta", rope.get("rope_theta", 10000.0))),
+            rope_scaling=doc.get("rope_scaling") or scaling,
             rms_eps=float(doc.get("rms_norm_eps", 1e-6)),
             tie_embeddings=bool(doc.get("tie_word_embeddings", False)),
             bos_token_id=doc.get("bos_token_id"),
