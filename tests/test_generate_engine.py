@@ -187,3 +187,25 @@ def test_hf_config_rope_in_both_layouts() -> None:
     assert old.rope_scaling == new.rope_scaling == scaling
     plain = llama_from_hf({**base, "rope_parameters": {"rope_theta": 1e4, "rope_type": "default"}})
     assert plain.rope_scaling is None and plain.num_kv_heads == 4
+
+
+def test_stop_string_ends_a_sequence() -> None:
+    core = core_for("builtin://llama")
+
+    def run(params: SamplingParams) -> list:
+        outs: list = []
+        core.add_sequence(core.make_sequence([256, 72, 105], params), outs.append)
+        while core.has_work:
+            core.step()
+        return outs
+
+    text = "".join(o.text for o in run(greedy(40)))
+    k = next(
+        i
+        for i in range(3, len(text) - 2)
+        if "\ufffd" not in text[i : i + 2] and text.find(text[i : i + 2]) == i
+    )
+    stop = text[k : k + 2]
+    outs = run(SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True, stop=(stop,)))
+    assert "".join(o.text for o in outs) == text[:k]
+    assert outs[-1].finish_reason == "stop" and len(outs) < 40

@@ -4,6 +4,7 @@ extension, Prometheus metrics, disconnects and SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -251,3 +252,44 @@ def test_sigterm_drains_and_exits_zero() -> None:
         assert s.proc.wait(30) == 0
     finally:
         stop_process(s.proc)
+
+
+async def test_drain_refuses_new_sequences_and_finishes_running() -> None:
+    """After the drain window: new requests get 503, running streams finish."""
+    import aiohttp
+
+    from infleet_worker.config import WorkerConfig
+    from infleet_worker.generate.server import serve_generate
+
+    cfg = WorkerConfig.model_validate(
+        {
+            "model": {
+                "name": "llama",
+                "source": "builtin://llama",
+                "parameters": {"maxModelLen": "512"},
+            },
+            "engine": {"device": "cpu"},
+            "server": {"host": "127.0.0.1", "httpPort": 0, "grpcPort": 0, "metricsPort": 0},
+        }
+    )
+    async with serve_generate(cfg) as server, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{server.http_port}"
+        body = {
+            "prompt": "Hi",
+            "max_tokens": 500,
+            "temperature": 0,
+            "stream": True,
+            "ignore_eos": True,
+        }
+        async with http.post(base + "/v1/completions", json=body) as stream:
+            assert stream.status == 200
+            await stream.content.readline()  # the first token is out
+            drain = asyncio.create_task(server.drain(0))
+            await asyncio.sleep(0)
+            async with http.post(base + "/v1/completions", json={"prompt": "x"}) as late:
+                assert late.status == 503
+            async with http.get(base + "/v2/health/ready") as ready:
+                assert ready.status == 503
+            events = [line async for line in stream.content if line.startswith(b"data: {")]
+            assert b'"finish_reason":"length"' in events[-1]
+        await asyncio.wait_for(drain, 10)
