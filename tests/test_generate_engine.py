@@ -4,18 +4,25 @@ sampler, detokenizer, limits, aborts. (Reference equality is test_generate_refer
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from generate_fixtures import core_for, drive, greedy
+from infleet_worker.config import WorkerConfig
+from infleet_worker.generate import is_generative
 from infleet_worker.generate.block_manager import BlockManager
 from infleet_worker.generate.config import ConfigError, llama_from_hf, llama_from_params
 from infleet_worker.generate.detok import Detokenizer
 from infleet_worker.generate.engine import GenerateEngine
+from infleet_worker.generate.loader import build_core
+from infleet_worker.generate.model_runner import kv_bytes_per_block
 from infleet_worker.generate.sampler import sample
 from infleet_worker.generate.sequence import SamplingParams, Sequence
+from infleet_worker.generate.server import run_generate_worker
 from infleet_worker.generate.tokenizer import ByteTokenizer
 
 
@@ -209,3 +216,26 @@ def test_stop_string_ends_a_sequence() -> None:
     outs = run(SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True, stop=(stop,)))
     assert "".join(o.text for o in outs) == text[:k]
     assert outs[-1].finish_reason == "stop" and len(outs) < 40
+
+
+def test_unsupported_checkpoint_fails_to_start(tmp_path: Path) -> None:
+    """A *ForCausalLM directory dispatches here; an architecture we cannot run is a
+    load failure naming it (exit 1), not a crash."""
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2ForCausalLM"]}))
+    assert is_generative(f"file://{tmp_path}")
+    cfg = WorkerConfig.model_validate(
+        {
+            "model": {"name": "m", "source": f"file://{tmp_path}"},
+            "engine": {"device": "cpu"},
+            "server": {"host": "127.0.0.1", "httpPort": 0, "grpcPort": 0, "metricsPort": 0},
+        }
+    )
+    with pytest.raises(ConfigError, match="GPT2ForCausalLM"):
+        build_core(cfg)
+    assert asyncio.run(run_generate_worker(cfg)) == 1
+
+
+def test_1b_preset_shape() -> None:
+    cfg = llama_from_params({"preset": "1b"})
+    assert (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads) == (16, 2048, 32, 8)
+    assert kv_bytes_per_block(cfg, 16, torch.bfloat16) == 2 * 16 * 16 * 8 * 64 * 2

@@ -89,7 +89,7 @@ class OpenAIRoutes:
         ids = self.fe.encode(text, add_special)
         logprobs = (body.get("top_logprobs") or 0) if body.get("logprobs") else None
         parsed = sampling_params(
-            body, self.fe.default_max_tokens, logprobs, self.fe.priority_levels
+            body, self.fe.max_model_len - len(ids), logprobs, self.fe.priority_levels
         )
         return await self._respond(request, body, ids, parsed, chat=True)
 
