@@ -89,7 +89,6 @@ class EngineOptions:
     cuda_graphs: bool = True
     max_waiting: int = 1024
     default_priority: int = 1
-    priority_levels: int = 1
     default_timeout_s: float = 30.0  # queue timeout before the first step; 0 = none
 
 

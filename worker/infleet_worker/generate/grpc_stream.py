@@ -87,7 +87,9 @@ class GenerateGrpc(service_pb2_grpc.GRPCInferenceServiceServicer):
         check_fields(body, set(), TRITON_FIELDS)
         ids = self.fe.encode(_bytes_input(req))
         logprobs = 0 if body.get("return_logprobs") else None
-        return ids, sampling_params(body, self.fe.default_max_tokens, logprobs, 1 << 30)
+        return ids, sampling_params(
+            body, self.fe.default_max_tokens, logprobs, self.fe.priority_levels
+        )
 
     def _response(
         self, req: pb.ModelInferRequest, text: str, reason: str | None

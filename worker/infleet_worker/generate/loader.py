@@ -42,7 +42,6 @@ def engine_options(cfg: WorkerConfig) -> EngineOptions:
         cfg.model.parameters,
         max_num_seqs=b.max_batch_size,
         max_waiting=b.max_queue_size,
-        priority_levels=b.priority_levels,
         default_priority=b.default_priority_level,
         default_timeout_s=b.default_timeout_microseconds / 1e6,
         cuda_graphs=cfg.engine.cuda_graphs,

@@ -71,7 +71,6 @@ class Sequence:
     started: bool = False  # has been scheduled once (queue timeout no longer applies)
     finish_reason: str | None = None
     generator: torch.Generator | None = None
-    logprobs: list[tuple[float, dict[int, float] | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.num_prompt_tokens = len(self.token_ids)
