@@ -15,7 +15,7 @@ class Detokenizer:
         self.tokenizer = tokenizer
         self.stop = tuple(s for s in stop if s)
         self.longest = max((len(s) for s in self.stop), default=0)
-        self.text = ""  # decoded so far (cut at a stop string once one matched)
+        self.text = ""  # decoded so far, kept only to match stop strings
         self.emitted = 0  # characters of text already released
         self._prefix = 0  # token offsets of vLLM's incremental decoding
         self._read = 0
@@ -31,16 +31,17 @@ class Detokenizer:
 
     def update(self, output_ids: list[int]) -> tuple[str, bool]:
         """(text to release now, whether a stop string matched)."""
+        new = self._decode_new(output_ids)
+        if not self.stop:  # nothing to match or hold back: release at once
+            return new, False
         old = len(self.text)
-        self.text += self._decode_new(output_ids)
-        if self.stop:
-            start = max(0, old - self.longest + 1)
-            hits = [i for i in (self.text.find(s, start) for s in self.stop) if i >= 0]
-            if hits:
-                self.text = self.text[: min(hits)]
-                return self.flush(), True
-        hold = self._held_tail()
-        end = max(self.emitted, len(self.text) - hold)
+        self.text += new
+        start = max(0, old - self.longest + 1)
+        hits = [i for i in (self.text.find(s, start) for s in self.stop) if i >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            return self.flush(), True
+        end = max(self.emitted, len(self.text) - self._held_tail())
         out, self.emitted = self.text[self.emitted : end], end
         return out, False
 
