@@ -17,7 +17,7 @@ from infleet_worker.generate import is_generative
 from infleet_worker.generate.block_manager import BlockManager
 from infleet_worker.generate.config import ConfigError, llama_from_hf, llama_from_params
 from infleet_worker.generate.detok import Detokenizer
-from infleet_worker.generate.engine import GenerateEngine
+from infleet_worker.generate.engine import EngineDead, GenerateEngine
 from infleet_worker.generate.loader import build_core
 from infleet_worker.generate.model_runner import kv_bytes_per_block
 from infleet_worker.generate.sampler import sample
@@ -239,3 +239,26 @@ def test_1b_preset_shape() -> None:
     cfg = llama_from_params({"preset": "1b"})
     assert (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads) == (16, 2048, 32, 8)
     assert kv_bytes_per_block(cfg, 16, torch.bfloat16) == 2 * 16 * 16 * 8 * 64 * 2
+
+
+async def test_a_failing_step_fails_its_sequences_and_marks_the_engine_dead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    core = core_for("builtin://llama")
+
+    def broken(batch: object) -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(core.runner, "run_model", broken)
+    engine = GenerateEngine(core)
+    engine.start()
+    try:
+        outs = [o async for o in engine.generate([1, 2, 3], greedy(5))]
+        assert outs[-1].finish_reason == "error" and "illegal memory access" in (
+            outs[-1].error or ""
+        )
+        assert engine.dead.wait(5)
+        with pytest.raises(EngineDead):
+            engine.submit([1, 2], greedy(1), lambda out: None)
+    finally:
+        engine.stop()

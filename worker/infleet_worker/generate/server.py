@@ -141,6 +141,7 @@ async def serve_generate(
         await server.start()
         yield server
     finally:
+        waiter.cancel()
         await server.stop()
 
 
@@ -153,9 +154,9 @@ async def run_generate_worker(cfg: WorkerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     event(log, "startup", f"starting generative model {cfg.model.name} from {cfg.model.source}")
     server = GenerateServer(cfg)
+    waiter = asyncio.create_task(stop.wait())
     try:
         start = asyncio.create_task(server.start())
-        waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if not start.done():  # signalled while loading
             start.cancel()
@@ -179,4 +180,5 @@ async def run_generate_worker(cfg: WorkerConfig) -> int:
         log.error("cannot start servers: %s", e, extra={"event": "startup_failed"})
         return 1
     finally:
+        waiter.cancel()
         await server.stop()
