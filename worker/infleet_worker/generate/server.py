@@ -141,7 +141,6 @@ async def serve_generate(
         await server.start()
         yield server
     finally:
-        waiter.cancel()
         await server.stop()
 
 
