@@ -349,8 +349,16 @@ class ServerSpec(Spec):
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     engine_process: bool = Field(
         default=True,
-        description="Run the model in a child process (engine/process.py) so it never "
-        "queues for the GIL behind the event loop; false runs it in a thread.",
+        description="The pod layout: front-end processes (HTTP, gRPC, cache) and one engine "
+        "core process (batcher, model, device); false runs everything in one process with "
+        "the model on a thread (development).",
+    )
+    front_ends: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Front-end processes sharing the ports; 0 = one per CPU the pod may use, "
+        "less one for the engine core, at most 8.",
     )
     log_format: LogFormat = LogFormat.TEXT
     log_level: Literal["debug", "info", "warning", "error"] = "info"
