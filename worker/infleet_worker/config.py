@@ -76,6 +76,44 @@ class Spec(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class DomainSpec(Spec):
+    """The values a tensor's elements may take (the worker refuses others with 400)."""
+
+    model_config = cel(
+        {
+            "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+            "message": "domain min must be <= max",
+            "fieldPath": ".min",
+        }
+    )
+
+    min: float | None = Field(default=None, description="Smallest allowed value (inclusive).")
+    max: float | None = Field(
+        default=None, description="Largest allowed value (inclusive): token ids < vocab = vocab-1."
+    )
+    values: list[float] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="The allowed values, e.g. [0, 1] for an attention mask.",
+    )
+    finite: bool | None = Field(
+        default=None, description="Floating-point only: refuse NaN and Inf (outputs: fail the row)."
+    )
+    max_bytes: int | None = Field(
+        default=None, ge=1, description="BYTES only: the longest element, in bytes."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DomainSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"domain min ({self.min:g}) must be <= max ({self.max:g})")
+        return self
+
+
+FLOAT_DATATYPES = ("FP16", "FP32", "FP64", "BF16")
+
+
 class TensorSpec(Spec):
     """One input or output of a model signature. ``-1`` in ``shape`` is a free dimension."""
 
@@ -87,11 +125,24 @@ class TensorSpec(Spec):
         description="Per-item shape without the batch dimension; -1 marks a free dimension.",
     )
 
+    domain: DomainSpec | None = Field(
+        default=None, description="Allowed values: min/max (inclusive), values, finite, maxBytes."
+    )
+
     @model_validator(mode="after")
     def _dims(self) -> TensorSpec:
         for dim in self.shape:
             if dim < -1 or dim == 0:
                 raise ValueError(f"shape dimensions must be positive or -1, got {dim}")
+        d = self.domain
+        if d is not None:
+            numeric = d.min is not None or d.max is not None or d.values is not None
+            if self.datatype == "BYTES" and (numeric or d.finite):
+                raise ValueError("domain: BYTES tensors take only maxBytes")
+            if self.datatype != "BYTES" and d.max_bytes is not None:
+                raise ValueError(f"domain: maxBytes applies to BYTES tensors, not {self.datatype}")
+            if d.finite and self.datatype not in FLOAT_DATATYPES:
+                raise ValueError(f"domain: finite applies to float tensors, not {self.datatype}")
         return self
 
 

@@ -47,7 +47,11 @@ class GrpcFrontend(service_pb2_grpc.GRPCInferenceServiceServicer):
             self.service.check_model(request.name, request.version)
         except InferError as e:
             await self._abort(context, e)
-        return json_format.ParseDict(self.service.model_metadata(), pb.ModelMetadataResponse())
+        # TensorMetadata has no parameters field: tensors' domains reach gRPC clients
+        # through ModelConfig.parameters ("domain.<tensor>") instead.
+        return json_format.ParseDict(
+            self.service.model_metadata(), pb.ModelMetadataResponse(), ignore_unknown_fields=True
+        )
 
     async def ModelConfig(self, request: Any, context: Any) -> pb.ModelConfigResponse:
         try:

@@ -16,6 +16,7 @@ from typing import Any
 from infleet_worker.batcher import BatchTiming, DynamicBatcher
 from infleet_worker.cache.base import CacheLookup, ResultCache
 from infleet_worker.config import WorkerConfig
+from infleet_worker.domains import check_inputs, domain_metadata, domain_parameters
 from infleet_worker.engine.base import Engine, TensorInfo
 from infleet_worker.metrics import Metrics
 from infleet_worker.protocol.datatypes import CONFIG_TYPES
@@ -185,6 +186,7 @@ class InferenceService:
                         f"unknown output '{name}' for model '{self.model_name}'; available "
                         f"{sorted(self.outputs)}"
                     )
+        check_inputs(inputs, self.inputs)  # value domains (token id ranges, masks, finite)
 
     def _on_batch(self, t: BatchTiming) -> None:
         self.stats.on_batch(t)
@@ -255,7 +257,12 @@ class InferenceService:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
 
     def _meta_tensor(self, t: TensorInfo) -> dict[str, Any]:
-        return {"name": t.name, "datatype": t.datatype, "shape": [-1, *t.shape]}
+        return {
+            "name": t.name,
+            "datatype": t.datatype,
+            "shape": [-1, *t.shape],
+            **domain_metadata(t),
+        }
 
     def model_metadata(self) -> dict[str, Any]:
         return {
@@ -292,7 +299,10 @@ class InferenceService:
                 },
             },
             "instance_group": [{"name": self.model_name, "kind": "KIND_AUTO", "count": 1}],
-            "parameters": {k: {"string_value": v} for k, v in self.cfg.model.parameters.items()},
+            "parameters": {
+                **{k: {"string_value": v} for k, v in self.cfg.model.parameters.items()},
+                **domain_parameters([*self.engine.inputs, *self.engine.outputs]),
+            },
         }
 
     def model_statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
