@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 # Triton/KServe datatypes the worker speaks.
@@ -53,6 +54,37 @@ REDIS_URL_ENV = "INFLEET_REDIS_URL"
 
 
 CelRule = dict[str, str]
+
+# What MODEL_NAME_PATTERN / MODEL_SOURCE_PATTERN allow, in words (the API server and
+# pydantic both say these instead of the regular expression).
+MODEL_NAME_RULE = (
+    "must be 1-63 lowercase letters, digits, '.', '_' or '-', starting and ending with a "
+    "letter or digit"
+)
+MODEL_SOURCE_RULE = (
+    "must be builtin://NAME, file:///ABSOLUTE/PATH or python://package.module:factory"
+)
+
+
+class FieldError(ValueError):
+    """A cross-field rule broken at ``field``: a dotted camelCase path below the model that
+    raises it, the same path its CEL rule's ``fieldPath`` names, so ``infleet validate``
+    and the API server point at the same field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def matches_rule(pattern: str, message: str) -> dict[str, Any]:
+    """A string field's CEL check with a message in words (instead of ``pattern``).
+
+    A CEL raw string holds the RE2 pattern as is (none of ours contains a quote).
+    """
+    assert "'" not in pattern
+    return {
+        "x-kubernetes-validations": [{"rule": f"self.matches(r'{pattern}')", "message": message}]
+    }
 
 
 def cel(*rules: CelRule) -> ConfigDict:
@@ -107,7 +139,7 @@ class DomainSpec(Spec):
     @model_validator(mode="after")
     def _bounds(self) -> DomainSpec:
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"domain min ({self.min:g}) must be <= max ({self.max:g})")
+            raise FieldError("min", f"domain min must be <= max ({self.min:g} > {self.max:g})")
         return self
 
 
@@ -150,9 +182,9 @@ class ModelSpec(Spec):
     """Which model a worker serves, and where it comes from."""
 
     name: str = Field(
-        pattern=MODEL_NAME_PATTERN,
         max_length=63,
         description="Model name clients use in /v2/models/{name}.",
+        json_schema_extra=matches_rule(MODEL_NAME_PATTERN, MODEL_NAME_RULE),
     )
     version: str = Field(
         default="1",
@@ -162,8 +194,8 @@ class ModelSpec(Spec):
         "stale outputs.",
     )
     source: str = Field(
-        pattern=MODEL_SOURCE_PATTERN,
         max_length=1024,
+        json_schema_extra=matches_rule(MODEL_SOURCE_PATTERN, MODEL_SOURCE_RULE),
         description="builtin://<name> (encoder-base, mlp, minilm, synthetic), "
         "file:///path/model.pt (TorchScript or torch.export), or "
         "python://package.module:factory.",
@@ -179,6 +211,20 @@ class ModelSpec(Spec):
     outputs: list[TensorSpec] | None = Field(
         default=None, max_length=64, description="Optional signature override."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name_rule(cls, value: str) -> str:
+        if not re.fullmatch(MODEL_NAME_PATTERN, value):
+            raise ValueError(MODEL_NAME_RULE)
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source_rule(cls, value: str) -> str:
+        if not re.fullmatch(MODEL_SOURCE_PATTERN, value):
+            raise ValueError(MODEL_SOURCE_RULE)
+        return value
 
     @property
     def scheme(self) -> str:
@@ -208,9 +254,10 @@ class EngineSpec(Spec):
             "fieldPath": ".batchBuckets",
         },
         {
-            "rule": "!has(self.batchBuckets) || size(self.batchBuckets) < 2 || "
-            "self.batchBuckets.all(b, self.batchBuckets.filter(x, x == b).size() == 1)",
-            "message": "batchBuckets must not repeat a size",
+            # isSorted() allows repeats; the filter refuses them: strictly ascending.
+            "rule": "!has(self.batchBuckets) || (self.batchBuckets.isSorted() && "
+            "self.batchBuckets.all(b, self.batchBuckets.filter(x, x == b).size() == 1))",
+            "message": "batchBuckets must be strictly ascending",
             "fieldPath": ".batchBuckets",
         },
     )
@@ -251,9 +298,9 @@ class EngineSpec(Spec):
     def _buckets_ascending(self) -> EngineSpec:
         buckets = self.batch_buckets
         if any(b < 1 for b in buckets):
-            raise ValueError("batchBuckets entries must be >= 1")
+            raise FieldError("batchBuckets", "batchBuckets entries must be >= 1")
         if any(a >= b for a, b in itertools.pairwise(buckets)):
-            raise ValueError("batchBuckets must be strictly ascending")
+            raise FieldError("batchBuckets", "batchBuckets must be strictly ascending")
         return self
 
 
@@ -299,7 +346,9 @@ class BatchingSpec(Spec):
     @model_validator(mode="after")
     def _priority(self) -> BatchingSpec:
         if self.default_priority_level > self.priority_levels:
-            raise ValueError("defaultPriorityLevel must be <= priorityLevels")
+            raise FieldError(
+                "defaultPriorityLevel", "defaultPriorityLevel must be <= priorityLevels"
+            )
         return self
 
 
@@ -374,7 +423,9 @@ class CacheSpec(Spec):
     @model_validator(mode="after")
     def _needs_redis(self) -> CacheSpec:
         if self.mode != CacheMode.OFF and self.redis.url is None and self.redis.secret_ref is None:
-            raise ValueError("cache.mode is not off: set cache.redis.url or cache.redis.secretRef")
+            raise FieldError(
+                "redis", "cache.mode is not off: set cache.redis.url or cache.redis.secretRef"
+            )
         return self
 
 
@@ -429,28 +480,33 @@ class WorkerConfig(Spec):
 def check_engine_vs_batching(engine: EngineSpec, batching: BatchingSpec) -> None:
     """Rules that span engine and batching (also expressed as CEL on the CRD spec)."""
     if engine.micro_batches > batching.max_batch_size:
-        raise ValueError(
-            f"engine.microBatches ({engine.micro_batches}) must be <= "
-            f"batching.maxBatchSize ({batching.max_batch_size})"
+        raise FieldError(
+            "engine.microBatches",
+            f"engine.microBatches must be <= batching.maxBatchSize ({engine.micro_batches} > "
+            f"{batching.max_batch_size})",
         )
     if engine.batch_buckets and engine.batch_buckets[-1] > batching.max_batch_size:
-        raise ValueError(
-            f"engine.batchBuckets ({engine.batch_buckets[-1]}) must not exceed "
-            f"batching.maxBatchSize ({batching.max_batch_size})"
+        raise FieldError(
+            "engine.batchBuckets",
+            f"engine.batchBuckets must not exceed batching.maxBatchSize "
+            f"({engine.batch_buckets[-1]} > {batching.max_batch_size})",
         )
 
 
 # The same two rules for the API server, attached at the level that holds both fields.
 # (Rules on objects that default to {} guard with has(): the API server checks each
-# rule against the schema's own default value, where nested defaults are not filled.)
+# rule against the schema's own default value, where nested defaults are not filled.
+# A maxBatchSize below 1 is already refused by its own bound: these rules stay quiet
+# then, so one mistake gives one error.)
 ENGINE_VS_BATCHING_CEL: list[CelRule] = [
     {
-        "rule": "self.engine.microBatches <= self.batching.maxBatchSize",
+        "rule": "self.batching.maxBatchSize < 1 || "
+        "self.engine.microBatches <= self.batching.maxBatchSize",
         "message": "engine.microBatches must be <= batching.maxBatchSize",
         "fieldPath": ".engine.microBatches",
     },
     {
-        "rule": "size(self.engine.batchBuckets) == 0 || "
+        "rule": "self.batching.maxBatchSize < 1 || size(self.engine.batchBuckets) == 0 || "
         "self.engine.batchBuckets.all(b, b <= self.batching.maxBatchSize)",
         "message": "engine.batchBuckets must not exceed batching.maxBatchSize",
         "fieldPath": ".engine.batchBuckets",
