@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
+from torch import nn
 
-from infleet_worker.config import TensorSpec
+from infleet_worker.config import TensorSpec, WorkerConfig
 from infleet_worker.domains import check_inputs, domain_parameters, nonfinite_rows, violation
 from infleet_worker.engine.base import FINITE, Domain, TensorInfo
+from infleet_worker.engine.loader import SIGNATURE_FILE, load_engine
 from infleet_worker.models.served import as_tensor_infos
 from infleet_worker.protocol.errors import ErrorKind, InferError
 from infleet_worker.tensors import Tensor
@@ -194,3 +198,43 @@ def test_builtins_declare_their_domains() -> None:
         model = builtin_factory(name)({"width": "8"})
         assert [i.domain for i in model.inputs] == [FINITE], name
         assert [o.domain for o in model.outputs] == [FINITE], name
+
+
+def _tiny_config(source: str, **model: object) -> WorkerConfig:
+    doc = {"model": {"name": "m", "source": source, **model}, "engine": {"device": "cpu"}}
+    return WorkerConfig.model_validate({**doc, "batching": {"maxBatchSize": 4}})
+
+
+def test_file_model_domains_from_signature_file(tmp_path: Path) -> None:
+    signature = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [8], "domain": {"finite": True}}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [8], "domain": {"finite": True}}],
+    }
+    path = tmp_path / "relu.pt"
+    torch.jit.save(torch.jit.script(nn.ReLU()), str(path), {SIGNATURE_FILE: json.dumps(signature)})
+    engine = load_engine(_tiny_config(f"file://{path}"))
+    assert [i.domain for i in engine.inputs + engine.outputs] == [FINITE, FINITE]
+
+
+def test_python_model_declares_domains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "domain_models.py").write_text(
+        "from torch import nn\n"
+        "from infleet_worker.engine.base import Domain, TensorInfo\n"
+        "class Lookup(nn.Module):\n"
+        "    inputs = [TensorInfo('ids', 'INT64', (4,), domain=Domain(min=0, max=9))]\n"
+        "    outputs = [TensorInfo('h', 'FP32', (4, 2))]\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.emb = nn.Embedding(10, 2)\n"
+        "    def forward(self, ids):\n"
+        "        return self.emb(ids)\n"
+        "def build(params):\n"
+        "    return Lookup()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    engine = load_engine(_tiny_config("python://domain_models:build"))
+    infos = {i.name: i for i in engine.inputs}
+    assert infos["ids"].domain == Domain(min=0, max=9)
+    ids = np.array([[0, 9, 10, 3]], np.int64)
+    with pytest.raises(InferError, match=r"input 'ids': value 10 at \[0, 2\] is outside \[0, 9\]"):
+        check_inputs({"ids": Tensor("INT64", ids)}, infos)
