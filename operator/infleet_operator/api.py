@@ -17,7 +17,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -46,21 +45,38 @@ SINGULAR = "inferencedeployment"
 SHORT_NAMES = ["infd", "idep"]
 
 DEFAULT_IMAGE = "ghcr.io/infleet/infleet-worker:0.1.0"
-QUANTITY_PATTERN = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# A non-negative Kubernetes quantity: 4, 500m, 1.5, 16Gi, 1e3.
+QUANTITY_PATTERN = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE][-+]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+QUANTITY_RULE = "must be a quantity such as 4, 500m, 1.5 or 16Gi"
 
 
-def _quantity_text(value: Any) -> Any:
+def _quantity(value: Any) -> Any:
     """Kubernetes quantities are int-or-string: ``nvidia.com/gpu: 2`` is a quantity too."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        value = str(value)
+    if isinstance(value, str) and (len(value) > 64 or not re.match(QUANTITY_PATTERN, value)):
+        raise ValueError(QUANTITY_RULE)
     return value
 
 
 Quantity = Annotated[
     str,
-    StringConstraints(pattern=QUANTITY_PATTERN, max_length=64),
-    BeforeValidator(_quantity_text),
-    WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
+    BeforeValidator(_quantity),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "maxLength": 64,
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"type(self) == int || self.matches(r'{QUANTITY_PATTERN}')",
+                    "message": QUANTITY_RULE,
+                }
+            ],
+        }
+    ),
 ]
 GPU_RESOURCE = "nvidia.com/gpu"
 # A metadata.name the API server takes for a custom resource: an RFC 1123 subdomain.
@@ -118,9 +134,9 @@ class ResourceRequirements(Spec):
     """Container resources of each worker (GPUs are added from engine.pipelineParallel)."""
 
     requests: dict[str, Quantity] = Field(
-        default_factory=dict, description="e.g. {cpu: '4', memory: 16Gi}"
+        default_factory=dict, max_length=32, description="e.g. {cpu: 4, memory: 16Gi}"
     )
-    limits: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=32)
 
 
 class Toleration(Spec):

@@ -36,7 +36,7 @@ def is_inference_deployment(doc: dict[str, Any]) -> bool:
 def format_errors(exc: ValidationError, root: str = "") -> list[str]:
     """One line per error, ``path: message``, in the API server's words where they differ:
     the path as it writes it (``spec.engine.batchBuckets``, ``spec.tolerations[0].effect``,
-    map keys dotted: ``spec.resources.limits.cpu``) and its phrases (``Required value``,
+    ``spec.resources.limits[cpu]``) and its phrases (``Required value``,
     ``Unsupported value: ...``, ``field not declared in schema``), so ``infleet validate``
     and ``kubectl apply`` point at the same field with the same words."""
     lines = []
@@ -45,7 +45,9 @@ def format_errors(exc: ValidationError, root: str = "") -> list[str]:
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, FieldError):  # a cross-field rule names its field
             loc.extend(cause.field.split("."))
-        path, node = locate(loc)
+        # Our own rules (value errors) are CEL rules on the server, which writes map keys
+        # in brackets; its OpenAPI schema checks write them dotted.
+        path, node = locate(loc, keys_in_brackets=err["type"] == "value_error")
         lines.append(f"{path}: {_message(err, node)}")
     return lines
 
@@ -66,7 +68,9 @@ def _message(err: Any, node: dict[str, Any] | None) -> str:
     return msg
 
 
-def locate(loc: Sequence[str | int]) -> tuple[str, dict[str, Any] | None]:
+def locate(
+    loc: Sequence[str | int], keys_in_brackets: bool = False
+) -> tuple[str, dict[str, Any] | None]:
     """A pydantic location as a Kubernetes field path, with the CRD schema node there."""
     node: dict[str, Any] | None = _object_schema()
     out = ""
@@ -75,14 +79,17 @@ def locate(loc: Sequence[str | int]) -> tuple[str, dict[str, Any] | None]:
             out += f"[{part}]"
             node = (node or {}).get("items")
             continue
-        out += f".{part}" if out else str(part)
         props = (node or {}).get("properties")
         if props is not None and part in props:
             node = props[part]
         elif node is not None and isinstance(node.get("additionalProperties"), dict):
             node = node["additionalProperties"]  # a map key (resources.limits, labels, ...)
+            if keys_in_brackets:
+                out += f"[{part}]"
+                continue
         else:
             node = None
+        out += f".{part}" if out else str(part)
     return out or "<root>", node
 
 
