@@ -21,7 +21,7 @@ import numpy as np
 
 from infleet_worker.config import WorkerConfig
 from infleet_worker.domains import check_inputs, nonfinite_rows
-from infleet_worker.engine.base import Engine
+from infleet_worker.engine.base import FINITE, Engine, TensorInfo
 from infleet_worker.engine.loader import load_engine
 from infleet_worker.tensors import Tensor
 
@@ -72,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,16", help="request batch sizes to time")
     parser.add_argument("--model-batch", type=int, default=8, help="batch for the model time")
     parser.add_argument("--model-iters", type=int, default=3)
+    parser.add_argument(
+        "--served-rps",
+        type=float,
+        default=1714.0,
+        help="requests/s the serving bench measured (bench/README.md: infleet gRPC batch 1, "
+        "the most requests per row)",
+    )
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     rng = np.random.default_rng(0)
@@ -99,6 +106,24 @@ def main(argv: list[str] | None = None) -> int:
         rows_us = best_us(lambda o=out: nonfinite_rows(o, out_infos), repeat=5, number=2000)
         share = (check_us + rows_us) / (model_row_us * batch)
         print(f"{batch:>5} {check_us:>16.1f} {rows_us:>18.1f} {share:>13.4%}")
+
+    # The serving bench's model (bench/serving.py --serve-infleet: builtin mlp width 256,
+    # FP32 input and output declared finite): the check next to a served request's time.
+    served_us = 1e6 / args.served_rps
+    print(
+        f"mlp width=256 (bench/serving.py): a served request takes {served_us:,.0f} us "
+        f"at {args.served_rps:,.0f} req/s"
+    )
+    print(f"{'batch':>5} {'check_inputs us':>16} {'nonfinite_rows us':>18} {'of request':>14}")
+    finite = {"input": TensorInfo("input", "FP32", (256,), domain=FINITE)}
+    finite_out = {"output": TensorInfo("output", "FP32", (256,), domain=FINITE)}
+    for batch in batches:
+        x = {"input": Tensor("FP32", rng.standard_normal((batch, 256), np.float32))}
+        y = {"output": x["input"]}
+        check_us = best_us(lambda r=x: check_inputs(r, finite), repeat=5, number=2000)
+        rows_us = best_us(lambda o=y: nonfinite_rows(o, finite_out), repeat=5, number=2000)
+        share = (check_us + rows_us) / served_us
+        print(f"{batch:>5} {check_us:>16.1f} {rows_us:>18.1f} {share:>13.2%}")
     return 0
 
 
