@@ -130,6 +130,32 @@ def test_domains_show_in_metadata_and_config(server: ServerThread) -> None:
     assert gconfig["parameters"]["domain.embedding"] == {"string_value": '{"finite":true}'}
 
 
+def _counts(server: ServerThread) -> tuple[int, int]:
+    with httpclient.InferenceServerClient(server.http_url) as c:
+        stats = c.get_inference_statistics("enc")["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def test_bad_id_among_ten_good_fails_alone(server: ServerThread, reference: Engine) -> None:
+    """The issue's scenario: 10 good requests and one out-of-vocabulary id, sent at once."""
+    rng = np.random.default_rng(1)
+    goods = [rng.integers(0, VOCAB, (1, SEQ), dtype=np.int64) for _ in range(10)]
+    bad = goods[0].copy()
+    bad[0, 5] = VOCAB + 50_000
+    rows_before, batches_before = _counts(server)
+    with ThreadPoolExecutor(11) as pool:
+        futures = [pool.submit(grpc_infer, server, ids, None) for ids in goods]
+        refused = pool.submit(refusal, "grpc", server, bad, None)
+        answers = [f.result() for f in futures]
+        assert "input 'input_ids': value 50100 at [0, 5] is outside [0, 99]" in refused.result()
+    for ids, got in zip(goods, answers, strict=True):
+        expected = reference.run({"input_ids": Tensor("INT64", ids)})["embedding"].array
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    rows, batches = _counts(server)
+    assert rows - rows_before == 10  # the bad one never reached the batcher
+    assert batches - batches_before < 10  # ...and the good ones were merged
+
+
 # -- property: any mix of good and malformed requests, sent at once so they batch ------------
 BAD_KINDS = {
     "id>=vocab": ("input_ids", VOCAB),
