@@ -121,7 +121,7 @@ class DomainSpec(Spec):
 
     min: float | None = Field(default=None, description="Smallest allowed value (inclusive).")
     max: float | None = Field(
-        default=None, description="Largest allowed value (inclusive): token ids < vocab = vocab-1."
+        default=None, description="Largest allowed value (inclusive): vocab-1 for token ids."
     )
     values: list[float] | None = Field(
         default=None,
