@@ -125,7 +125,7 @@ def test_a_poisoned_request_fails_alone(pod: WorkerProcess, protocol: str) -> No
     assert isinstance(bad_raise, InferenceServerException), bad_raise
     assert "poisoned row" in bad_raise.message()
     assert isinstance(bad_nan, InferenceServerException), bad_nan
-    assert "output 'output' is not finite" in bad_nan.message()
+    assert "output 'output' is not finite" in bad_nan.message(), bad_nan
     expected = "500" if protocol == "http" else "StatusCode.INTERNAL"
     assert bad_raise.status() == expected and bad_nan.status() == expected
     for x, out in zip(good, [*results[:4], *results[6:]], strict=True):

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from infleet_worker.engine.base import EngineError
+from infleet_worker.domains import nonfinite_rows
+from infleet_worker.engine.base import EngineError, TensorInfo
 from infleet_worker.protocol.errors import ErrorKind, InferError
 from infleet_worker.tensors import Tensor
 
@@ -103,33 +104,19 @@ def split(out: dict[str, Tensor], rows: Sequence[int]) -> list[dict[str, Tensor]
     return parts
 
 
-def nonfinite(outputs: dict[str, Tensor], finite: frozenset[str]) -> str | None:
-    """A message naming the first output with NaN/Inf among those declared finite."""
-    for name in finite:
-        t = outputs.get(name)
-        if t is None or t.array.dtype.kind != "f":
-            continue
-        ok = np.isfinite(t.array)
-        if not ok.all():
-            pos = tuple(int(i) for i in np.argwhere(~ok)[0])
-            return (
-                f"output '{name}' is not finite (NaN or Inf at {list(pos)}); "
-                "the model produced no valid answer for this input"
-            )
-    return None
-
-
 class _Runner:
-    def __init__(self, run: RunFn, finite: frozenset[str], max_runs: int) -> None:
+    def __init__(self, run: RunFn, outputs: Mapping[str, TensorInfo], max_runs: int) -> None:
         self.run = run
-        self.finite = finite
+        self.outputs = outputs
         self.runs = 0
         self.max_runs = max_runs
         self.infer_ns = 0
         self.merge_ns = 0
         self.split_ns = 0
 
-    def once(self, members: Sequence[dict[str, Tensor]], rows: Sequence[int]) -> list[dict]:
+    def once(
+        self, members: Sequence[dict[str, Tensor]], rows: Sequence[int]
+    ) -> tuple[list[dict[str, Tensor]], dict[int, str]]:
         t0 = time.perf_counter_ns()
         merged = merge(members)
         t1 = time.perf_counter_ns()
@@ -140,15 +127,16 @@ class _Runner:
             t2 = time.perf_counter_ns()
             self.merge_ns += t1 - t0
             self.infer_ns += t2 - t1
+        bad_rows = nonfinite_rows(out, self.outputs)
         parts = split(out, rows)
         self.split_ns += time.perf_counter_ns() - t2
-        return parts
+        return parts, bad_rows
 
     def solve(
         self, members: Sequence[dict[str, Tensor]], rows: Sequence[int]
     ) -> list[dict[str, Tensor] | InferError]:
         try:
-            parts = self.once(members, rows)
+            parts, bad_rows = self.once(members, rows)
         except Exception as e:
             msg = str(e)
             if is_fatal(msg) or isinstance(e, FatalDeviceError):
@@ -160,10 +148,13 @@ class _Runner:
                 return [err] * len(members)
             mid = len(members) // 2
             return self.solve(members[:mid], rows[:mid]) + self.solve(members[mid:], rows[mid:])
-        results: list[dict[str, Tensor] | InferError] = []
-        for part in parts:
-            bad = nonfinite(part, self.finite) if self.finite else None
-            results.append(InferError(ErrorKind.INTERNAL, bad) if bad else part)
+        results: list[dict[str, Tensor] | InferError] = list(parts)
+        if bad_rows:  # rows with NaN/Inf where the output is declared finite
+            member = np.repeat(np.arange(len(rows)), rows)
+            for row, message in bad_rows.items():
+                i = int(member[row])
+                if not isinstance(results[i], InferError):
+                    results[i] = InferError(ErrorKind.INTERNAL, message)
         return results
 
 
@@ -175,14 +166,16 @@ def run_batch(
     run: RunFn,
     members: Sequence[dict[str, Tensor]],
     rows: Sequence[int],
-    finite: frozenset[str] = frozenset(),
+    outputs: Mapping[str, TensorInfo] | None = None,
 ) -> BatchOutcome:
     """Run ``members`` as one batch; on failure bisect to find the guilty ones.
 
-    Extra runs are bounded by ``2 * len(members)``: past that the rest fail together.
+    ``outputs``: the model's output signature; a row with NaN/Inf in an output whose
+    domain says finite fails its request alone (domains.nonfinite_rows). Extra runs
+    are bounded by ``2 * len(members)``: past that the rest fail together.
     Raises FatalDeviceError when the device is lost.
     """
-    r = _Runner(run, finite, max_runs=2 * len(members) + 1)
+    r = _Runner(run, outputs or {}, max_runs=2 * len(members) + 1)
     results = r.solve(members, rows)
     failed = sum(1 for x in results if isinstance(x, InferError))
     isolated = failed if failed < len(results) else 0

@@ -17,12 +17,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 
 from infleet_worker.batch_queue import BatchQueue, Queued
 from infleet_worker.batch_run import BatchOutcome, BatchTiming, FatalDeviceError, run_batch
-from infleet_worker.engine.base import Engine
+from infleet_worker.engine.base import Engine, TensorInfo
 from infleet_worker.protocol.errors import ErrorKind, InferError
 from infleet_worker.scheduler import Computed
 from infleet_worker.tensors import InferRequest
@@ -66,7 +66,7 @@ class DynamicBatcher:
         priority_levels: int = 1,
         default_priority_level: int = 1,
         default_timeout_us: int = 0,
-        finite_outputs: frozenset[str] = frozenset(),
+        outputs: Mapping[str, TensorInfo] | None = None,
         on_batch: Callable[[BatchOutcome], None] | None = None,
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
@@ -78,7 +78,7 @@ class DynamicBatcher:
         self.priority_levels = priority_levels
         self.default_priority_level = default_priority_level
         self.default_timeout_us = default_timeout_us
-        self.finite_outputs = finite_outputs
+        self.outputs = outputs
         self.on_batch = on_batch
         self.on_fatal = on_fatal
         self.queue = BatchQueue(max_batch_size, priority_levels)
@@ -177,7 +177,7 @@ class DynamicBatcher:
             self.engine.run,
             [q.inputs for q in batch],
             [q.rows for q in batch],
-            self.finite_outputs,
+            self.outputs,
         )
 
 

@@ -48,7 +48,9 @@ class GrpcFrontend(service_pb2_grpc.GRPCInferenceServiceServicer):
             doc = self.service.model_metadata()
         except InferError as e:
             await self._abort(context, e)
-        return json_format.ParseDict(doc, pb.ModelMetadataResponse())
+        # TensorMetadata has no parameters field: tensors' domains reach gRPC clients
+        # through ModelConfig.parameters ("domain.<tensor>") instead.
+        return json_format.ParseDict(doc, pb.ModelMetadataResponse(), ignore_unknown_fields=True)
 
     async def ModelConfig(self, request: Any, context: Any) -> pb.ModelConfigResponse:
         try:

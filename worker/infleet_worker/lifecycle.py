@@ -72,7 +72,7 @@ class Worker:
             priority_levels=b.priority_levels,
             default_priority_level=b.default_priority_level,
             default_timeout_us=b.default_timeout_microseconds,
-            finite_outputs=signature.finite_outputs(),
+            outputs={o.name: o for o in signature.outputs},
             on_batch=self._on_batch,
         )
         self.batch_metrics.queue_depth.set_function(lambda: self.batcher.queue_depth)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from infleet_worker.cache.base import CacheLookup, ResultCache
 from infleet_worker.config import WorkerConfig
+from infleet_worker.domains import check_inputs, domain_metadata, domain_parameters
 from infleet_worker.engine.base import Signature, TensorInfo
 from infleet_worker.metrics import RequestMetrics
 from infleet_worker.protocol.datatypes import CONFIG_TYPES
@@ -204,6 +205,7 @@ class InferenceService:
                         f"unknown output '{name}' for model '{self.model_name}'; available "
                         f"{sorted(self.outputs)}"
                     )
+        check_inputs(inputs, self.inputs)  # value domains (token id ranges, masks, finite)
 
     def _select(self, req: InferRequest, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
         if req.requested_outputs is None:
@@ -281,7 +283,12 @@ class InferenceService:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
 
     def _meta_tensor(self, t: TensorInfo) -> dict[str, Any]:
-        return {"name": t.name, "datatype": t.datatype, "shape": [-1, *t.shape]}
+        return {
+            "name": t.name,
+            "datatype": t.datatype,
+            "shape": [-1, *t.shape],
+            **domain_metadata(t),
+        }
 
     def model_metadata(self) -> dict[str, Any]:
         sig = self._sig()
@@ -320,7 +327,10 @@ class InferenceService:
                 },
             },
             "instance_group": [{"name": self.model_name, "kind": "KIND_AUTO", "count": 1}],
-            "parameters": {k: {"string_value": v} for k, v in self.cfg.model.parameters.items()},
+            "parameters": {
+                **{k: {"string_value": v} for k, v in self.cfg.model.parameters.items()},
+                **domain_parameters([*sig.inputs, *sig.outputs]),
+            },
         }
 
     async def model_statistics(self, name: str = "", version: str = "") -> dict[str, Any]:

@@ -76,7 +76,7 @@ class EngineCore:
             self.max_batch_size = min(self.max_batch_size, engine.max_batch_size)
         self.delay_ns = b.max_queue_delay_microseconds * 1000
         self.queue = BatchQueue(self.max_batch_size, b.priority_levels)
-        self.finite = Signature.of(engine).finite_outputs()
+        self.outputs = {o.name: o for o in engine.outputs}
         self.registry = CollectorRegistry()
         self.metrics = BatchMetrics(cfg.model.name, cfg.model.version, self.registry)
         self.metrics.queue_depth.set_function(lambda: self.queue.count)
@@ -258,7 +258,7 @@ class EngineCore:
             return
         try:
             outcome = run_batch(
-                self.engine.run, [q.inputs for q in batch], [q.rows for q in batch], self.finite
+                self.engine.run, [q.inputs for q in batch], [q.rows for q in batch], self.outputs
             )
         except FatalDeviceError as e:
             self._device_lost(batch, str(e))
