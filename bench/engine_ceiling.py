@@ -26,7 +26,8 @@ import torch
 from infleet_worker.config import WorkerConfig
 from infleet_worker.engine.base import EngineError, ModelLoadError
 from infleet_worker.engine.device import available_cpus, select_device, set_cpu_threads
-from infleet_worker.engine.loader import build_torch_engine, load_model
+from infleet_worker.engine.loader import build_torch_engine
+from infleet_worker.engine.sources import load_model
 from infleet_worker.tensors import Tensor
 
 SENTENCES = [

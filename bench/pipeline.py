@@ -37,7 +37,8 @@ import torch
 from infleet_worker.config import WorkerConfig
 from infleet_worker.engine.base import Engine
 from infleet_worker.engine.loader import load_engine
-from infleet_worker.engine.pipeline.runner import PipelineEngine
+from infleet_worker.engine.pipeline.runner import PipelineRunner
+from infleet_worker.engine.torch_engine import TorchEngine
 from infleet_worker.tensors import Tensor
 
 SMALL_ENCODER = "layers=4,hidden=256,heads=4,ffn=1024,seq=64"
@@ -125,7 +126,7 @@ def merge(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return merged
 
 
-def profiled_overlap(engine: PipelineEngine, batch: dict[str, Tensor], iters: int) -> float:
+def profiled_overlap(engine: TorchEngine, batch: dict[str, Tensor], iters: int) -> float:
     """Overlap fraction between stages from a torch.profiler chrome trace."""
     cuda = engine.runner.device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -157,7 +158,7 @@ def profiled_overlap(engine: PipelineEngine, batch: dict[str, Tensor], iters: in
     return busy_fraction(groups)[0]
 
 
-def task_overlap(engine: PipelineEngine, batch: dict[str, Tensor], iters: int) -> float:
+def task_overlap(engine: TorchEngine, batch: dict[str, Tensor], iters: int) -> float:
     """Overlap fraction from the runner's own host-side task trace."""
     trace: list[tuple[int, int, float, float]] = []
     runner = engine.runner
@@ -222,7 +223,7 @@ def main() -> None:
         )
         if 1 in results and stages != 1:
             line += f"  ratio vs pp1 {results[stages] / results[1]:.3f}"
-        if isinstance(engine, PipelineEngine):
+        if isinstance(engine, TorchEngine) and isinstance(engine.runner, PipelineRunner):
             runs = max(2, iters // 3)
             line += (
                 f"  overlap: profiler {profiled_overlap(engine, batch, runs):.2f}, "
