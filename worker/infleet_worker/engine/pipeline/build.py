@@ -36,7 +36,12 @@ from infleet_worker.engine.pipeline.partition import (
 )
 from infleet_worker.engine.pipeline.runner import PipelineRunner
 from infleet_worker.engine.pipeline.schedule import split_sizes
-from infleet_worker.engine.precision import cast_precision, compute_dtype
+from infleet_worker.engine.precision import (
+    QUANTIZED,
+    cast_precision,
+    check_precision,
+    compute_dtype,
+)
 from infleet_worker.engine.sources import load_model
 from infleet_worker.engine.torch_engine import TorchEngine
 from infleet_worker.models.served import ServedView, as_tensor_infos
@@ -60,9 +65,11 @@ def stage_devices(stages: int, device: torch.device) -> list[torch.device]:
 
 
 def cast_stage(stage: nn.Module, precision: str, device: torch.device) -> nn.Module:
-    """``cast_precision`` per stage; an int8 stage with no Linear just takes the dtype."""
-    if precision == "int8" and not any(isinstance(m, nn.Linear) for m in stage.modules()):
-        precision = "bf16" if compute_dtype("int8", device) == torch.bfloat16 else "fp32"
+    """``cast_precision`` per stage; a quantized stage with no Linear just takes the dtype."""
+    if precision in QUANTIZED and not any(isinstance(m, nn.Linear) for m in stage.modules()):
+        dtype = compute_dtype(precision, device)
+        check_precision(precision, device)
+        precision = "bf16" if dtype == torch.bfloat16 else "fp32"
     return cast_precision(stage, precision, device)
 
 
