@@ -183,7 +183,7 @@ def test_fp8_linear_within_bound_of_fp32(rowwise: bool) -> None:
     assert out.dtype == torch.bfloat16
     cos = torch.nn.functional.cosine_similarity(out.double(), ref).min()
     err = (out.double() - ref).abs().max() / ref.abs().max()
-    assert cos > 0.999 and err < 0.05, (cos, err)
+    assert cos > 0.998 and err < 0.05, (cos, err)
 
 
 def test_fp8_is_refused_on_cpu_at_load() -> None:

@@ -115,4 +115,4 @@ def _keeps_dtype(module: nn.Module, key: str, buf: torch.Tensor) -> bool:
     """fp8 weights, and the fp32 scales the int8/fp8 matmuls rescale with."""
     if FP8 is not None and buf.dtype == FP8:
         return True
-    return isinstance(module, Int8Linear | Fp8Linear) and key in ("scales", "one")
+    return isinstance(module, Int8Linear | Fp8Linear) and key in ("scales", "one", "bias")
