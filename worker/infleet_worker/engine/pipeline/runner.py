@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 JOIN_SECONDS = 5.0
 POLL_SECONDS = 0.05
+WAIT_SECONDS = 5e-5  # CUDA event polling at the end of a batch
 # A stage that answers no task of its clock for this long is stuck (env overrides it).
 STAGE_TIMEOUT_ENV = "INFLEET_PIPELINE_STAGE_TIMEOUT_SECONDS"
 STAGE_TIMEOUT_SECONDS = 60.0
@@ -159,6 +160,7 @@ class PipelineRunner:
             for done in self._run_clock(batch, tasks, len(packets)):
                 assert done.packet is not None
                 packets[done.micro_batch] = done.packet
+        self._wait_for_outputs(packets)
         return tuple(
             torch.cat([p.tensors[k] for p in packets])
             if len(packets) > 1
@@ -204,6 +206,17 @@ class PipelineRunner:
                 pending.discard((done.micro_batch, done.stage))
                 answers.append(done)
         return answers
+
+    def _wait_for_outputs(self, packets: list[Packet]) -> None:
+        """CUDA: wait (bounded, polling) until the last stage's copies to the host are done."""
+        deadline = time.monotonic() + self.stage_timeout
+        for i, packet in enumerate(packets):
+            while packet.event is not None and not packet.event.query():
+                if self._closed.is_set():
+                    raise EngineError("the pipeline shut down mid-batch")
+                if time.monotonic() > deadline:
+                    raise self._stalled((i, len(self.stages) - 1), len(packets))
+                time.sleep(WAIT_SECONDS)
 
     def _stalled(self, task: tuple[int, int], micro_batches: int) -> StageError:
         micro_batch, j = task

@@ -8,8 +8,9 @@ stage's stream after it wrote them.
 
 On CUDA (torchgpipe's recipe): the consuming stage's stream waits for that event, the
 copy to its device is issued on its stream, and ``record_stream`` tells the caching
-allocator the source is still read there, so no host sync sits between stages. Only the
-last stage syncs, when it copies the outputs to the host. On CPU the stream and events
+allocator the source is still read there, so no host sync sits between stages. The last
+stage copies its outputs into pinned host memory without waiting; the driver waits for
+those copies once per batch. On CPU the stream and events
 are None and the same code runs: stage threads overlap because torch ops release the GIL.
 
 CUDA graphs: one graph per stage and micro-batch bucket, captured at warm-up with static
@@ -181,9 +182,14 @@ class Stage:
             return self._hand_on(out, packed)
 
     def _hand_on(self, out: Tensors, packed: bool) -> Packet:
-        """Outputs for the next stage (with an event on our stream), or to the host."""
+        """Outputs for the next stage, or (last stage) copied into pinned host memory;
+        either way with an event on our stream. Nothing here waits for the GPU: the
+        driver waits for the last stage's events once, at the end of the batch."""
         if self.spec.last:
-            return Packet(tuple(o.to("cpu") for o in out), packed)  # syncs this stream only
+            host = tuple(torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in out)
+            for h, o in zip(host, out, strict=True):
+                h.copy_(o, non_blocking=True)
+            out = host
         event = torch.cuda.Event()
         event.record(self.stream)
         return Packet(out, packed, event)
