@@ -48,7 +48,7 @@ def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
 
 
 INVALID_CASES: list[InvalidCase] = [
-    InvalidCase("precision-enum", {"engine": {"precision": "fp8"}}, "precision"),
+    InvalidCase("precision-enum", {"engine": {"precision": "int4"}}, "precision"),
     InvalidCase("device-enum", {"engine": {"device": "tpu"}}, "device"),
     InvalidCase("negative-replicas", {"replicas": -1}, "replicas"),
     InvalidCase("zero-batch", {"batching": {"maxBatchSize": 0}}, "maxBatchSize"),
