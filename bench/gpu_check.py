@@ -84,7 +84,7 @@ def run_step(step: Step, env: dict[str, str]) -> Step:
         lines = log.read().splitlines()
     step.seconds = time.monotonic() - start
     step.tail = lines[-40:]
-    print("\n".join(lines[-60:]), flush=True)
+    print("\n".join(lines[-150:]), flush=True)
     return step
 
 
@@ -109,7 +109,10 @@ def install_local(wheels: Path, packages: list[str], target: Path) -> bool:
 
 def gpu_steps(work: Path, per_test: bool) -> list[Step]:
     py = sys.executable
+    # faulthandler (built into pytest) dumps every thread's stack of a test past 45 s, even
+    # one stuck in C: the diagnosis of a hang. pytest-timeout then interrupts it if it can.
     pytest = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", "-rs"]
+    pytest += ["-o", "faulthandler_timeout=45"]
     if per_test:
         pytest += ["--timeout", "60", "--timeout-method", "signal"]
     return [
