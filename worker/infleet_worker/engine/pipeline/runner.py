@@ -219,7 +219,12 @@ class PipelineRunner:
                 time.sleep(WAIT_SECONDS)
 
     def _stalled(self, task: tuple[int, int], micro_batches: int) -> StageError:
+        """The watchdog fired waiting for ``task``; blame the first stage whose GPU work
+        has not finished (later stages wait on it), else the task's own stage."""
         micro_batch, j = task
+        busy = [s for s in self.stages if s.gpu_busy()]
+        if busy:
+            j, micro_batch = busy[0].index, busy[0].last_micro_batch
         stage = self.stages[j]
         self._stuck_stage = j
         self._stuck = (
@@ -271,8 +276,8 @@ class PipelineRunner:
     def close(self, timeout: float = JOIN_SECONDS) -> None:
         """Stop the stage threads within ``timeout`` in all; a stuck stage is left behind.
 
-        Device memory is handed back only when every stage stopped: with a stage stuck
-        in a kernel, ``torch.cuda.empty_cache`` (which syncs, holding the GIL) could hang
+        Device memory is handed back only when every stage stopped and the watchdog never
+        fired: with a stage stuck in a kernel, ``torch.cuda.empty_cache`` (which syncs, holding the GIL) could hang
         the whole process.
         """
         self._closed.set()
@@ -286,6 +291,7 @@ class PipelineRunner:
         ]
         if stuck:
             log.warning("pipeline stage thread(s) %s did not stop within %.1fs", stuck, timeout)
+        if stuck or self._stuck is not None:  # the device may be wedged: touch nothing
             return
         for stage in self.stages:
             stage.graphs.clear()

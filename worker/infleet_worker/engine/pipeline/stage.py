@@ -137,6 +137,10 @@ class Stage:
         self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._closed = threading.Event()
         self.trace = trace
+        # CUDA: the event after this stage's latest GPU work, and its micro-batch (the
+        # watchdog asks which stage's GPU work has not finished)
+        self.last_event: Any = None
+        self.last_micro_batch = 0
         self.thread = threading.Thread(
             target=self._loop, name=f"pipeline-stage-{index}", daemon=True
         )
@@ -286,7 +290,12 @@ class Stage:
         finally:
             if self.trace is not None and task.capture is None:
                 self.trace.append((task.micro_batch, self.index, start, time.perf_counter()))
+        self.last_event, self.last_micro_batch = out.event, task.micro_batch
         return Done(task.batch, task.micro_batch, self.index, packet=out)
+
+    def gpu_busy(self) -> bool:
+        """CUDA: whether this stage's latest GPU work is still unfinished."""
+        return self.last_event is not None and not self.last_event.query()
 
 
 def rows(tensors: Sequence[torch.Tensor]) -> int:
