@@ -277,8 +277,8 @@ class PipelineRunner:
         """Stop the stage threads within ``timeout`` in all; a stuck stage is left behind.
 
         Device memory is handed back only when every stage stopped and the watchdog never
-        fired: with a stage stuck in a kernel, ``torch.cuda.empty_cache`` (which syncs, holding the GIL) could hang
-        the whole process.
+        fired: with a stage stuck in a kernel, ``torch.cuda.empty_cache`` (which syncs,
+        holding the GIL) could hang the whole process.
         """
         self._closed.set()
         for stage in self.stages:
