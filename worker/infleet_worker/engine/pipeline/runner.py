@@ -34,13 +34,14 @@ import torch
 from torch import nn
 
 from infleet_worker.engine.base import EngineError
+from infleet_worker.engine.pipeline.packet import Done, Packet, Task
 from infleet_worker.engine.pipeline.schedule import (
     clock_cycles,
     micro_batch_buckets,
     offsets,
     split_sizes,
 )
-from infleet_worker.engine.pipeline.stage import Done, Packet, Stage, StageSpec, Task
+from infleet_worker.engine.pipeline.stage import Stage, StageSpec
 from infleet_worker.engine.runner import normalize_outputs
 from infleet_worker.models.base import TORCH_DTYPES
 from infleet_worker.models.served import ServedView

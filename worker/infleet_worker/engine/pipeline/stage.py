@@ -1,7 +1,7 @@
 """One pipeline stage: its blocks on one device, a CUDA stream there, one worker thread.
 
 The device plumbing, kept apart from the schedule (:mod:`.schedule`). A stage takes
-:class:`Task` s from its queue and answers on the runner's done queue. A :class:`Packet`
+tasks from its queue and answers on the runner's done queue (:mod:`.packet`). A packet
 is the state between stages: a flat tuple of tensors, whether the blocks see it as a
 tuple (``packed``) or as one tensor, and on CUDA the event recorded on the producing
 stage's stream after it wrote them.
@@ -27,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,41 +36,9 @@ from torch import nn
 
 from infleet_worker.engine.base import TensorInfo
 from infleet_worker.engine.buckets import pick_bucket
+from infleet_worker.engine.pipeline.packet import Done, Packet, Task, Tensors, rows, to_tuple
 
 log = logging.getLogger(__name__)
-
-Tensors = tuple[torch.Tensor, ...]
-
-
-@dataclass
-class Packet:
-    """The state flowing between stages (see the module docstring)."""
-
-    tensors: Tensors
-    packed: bool
-    event: Any = None  # torch.cuda.Event on CUDA
-
-
-@dataclass
-class Done:
-    """A stage's answer for one task: its output packet, or the exception it raised."""
-
-    batch: int
-    micro_batch: int
-    stage: int
-    packet: Packet | None = None
-    error: BaseException | None = None
-
-
-@dataclass
-class Task:
-    """Run ``packet`` as micro-batch ``micro_batch`` of ``batch``; or, when ``capture`` is
-    set, capture this stage's CUDA graph for ``packet`` padded to that many rows."""
-
-    batch: int
-    micro_batch: int
-    packet: Packet
-    capture: int | None = None
 
 
 @dataclass
@@ -87,17 +55,6 @@ class StageGraph:
         self.graph.replay()
         # The static outputs are overwritten by the next replay: the next stage gets a copy.
         return tuple(o[:n].clone() for o in self.static_outputs)
-
-
-def to_tuple(value: Any) -> tuple[Tensors, bool]:
-    """A block's return value as (tensors, packed)."""
-    if isinstance(value, torch.Tensor):
-        return (value,), False
-    if isinstance(value, tuple | list) and all(isinstance(v, torch.Tensor) for v in value):
-        return tuple(value), True
-    raise TypeError(
-        f"a pipeline stage must return a tensor or a tuple of tensors, got {type(value).__name__}"
-    )
 
 
 @dataclass
@@ -296,10 +253,6 @@ class Stage:
     def gpu_busy(self) -> bool:
         """CUDA: whether this stage's latest GPU work is still unfinished."""
         return self.last_event is not None and not self.last_event.query()
-
-
-def rows(tensors: Sequence[torch.Tensor]) -> int:
-    return int(tensors[0].shape[0])
 
 
 def graph_key(packet: Packet, bucket: int) -> tuple[Any, ...]:
