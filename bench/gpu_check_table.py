@@ -54,11 +54,11 @@ def ceiling_rows(data: list[dict[str, Any]] | None) -> list[tuple[str, str]]:
                 for b in batches
             )
             out.append((f"{model} {precision} / {base} rows/s ({cols})", ratios))
-        raw = " | ".join(
-            fmt(_ratio(rate.get((model, base, b)), rate.get(("raw-encoder", base, b))))
-            for b in batches
-        )
-        if any(r["model"] == "raw-encoder" for r in timed):
+        if model == "encoder-base" and any(r["model"] == "raw-encoder" for r in timed):
+            raw = " | ".join(  # the raw encoder has encoder-base's shape, nothing else's
+                fmt(_ratio(rate.get((model, base, b)), rate.get(("raw-encoder", base, b))))
+                for b in batches
+            )
             out.append((f"{model} engine / raw encoder, {base} ({cols})", raw))
     for r in data:
         if "skipped" in r:

@@ -47,7 +47,7 @@ def test_summary_table_reports_timeouts_and_ratios() -> None:
     gpu_check.run_step(hung, gpu_check.environment([]))
     assert hung.rc == 124 and hung.status == "TIMEOUT (0s)" and hung.seconds < 5
     ceiling = [
-        {"model": "enc", "precision": p, "batch": b, "ms": 1.0, "rows_per_s": r * b}
+        {"model": "encoder-base", "precision": p, "batch": b, "ms": 1.0, "rows_per_s": r * b}
         for p, r in (("bf16", 100.0), ("int8", 150.0))
         for b in (1, 128)
     ] + [
@@ -69,6 +69,7 @@ def test_summary_table_reports_timeouts_and_ratios() -> None:
     )
     assert "TIMEOUT" in table
     assert "0.970  (pp1 100, pp2 97 rows/s)" in table
-    rows = {line[:44].strip(): line[44:].strip() for line in table.splitlines()}
-    assert rows["enc int8 / bf16 rows/s (b1 | b128)"] == "1.50 | 1.50"
-    assert rows["enc engine / raw encoder, bf16 (b1 | b128)"] == "0.80 | 0.80"
+    rows = dict(line.split("  ", 1) for line in table.splitlines()[3:] if "  " in line)
+    rows = {k.strip(): v.strip() for k, v in rows.items()}
+    assert rows["encoder-base int8 / bf16 rows/s (b1 | b128)"] == "1.50 | 1.50"
+    assert rows["encoder-base engine / raw encoder, bf16 (b1 | b128)"] == "0.80 | 0.80"
