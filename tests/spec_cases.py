@@ -64,8 +64,9 @@ def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
 
 C = SpecCase
 INVALID_CASES: list[SpecCase] = [
-    C("precision-enum", {"engine": {"precision": "fp8"}}, "spec.engine.precision",
-      'Unsupported value: "fp8": supported values: "fp32", "fp16", "bf16", "int8"'),
+    C("precision-enum", {"engine": {"precision": "int4"}}, "spec.engine.precision",
+      'Unsupported value: "int4": supported values: "fp32", "fp16", "bf16", "int8", '
+      '"int8-weight-only", "fp8"'),
     C("device-enum", {"engine": {"device": "tpu"}}, "spec.engine.device",
       'Unsupported value: "tpu"'),
     C("negative-replicas", {"replicas": -1}, "spec.replicas", "should be a non-negative integer"),

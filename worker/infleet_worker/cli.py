@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from infleet_worker.config import CacheMode, WorkerConfig
+from infleet_worker.config import CacheMode, Precision, WorkerConfig
 from infleet_worker.logs import event, setup_logging
 
 log = logging.getLogger("infleet_worker.cli")
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="front-end processes (default: one per CPU the pod may use, less one, max 8)",
     )
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"])
+    p.add_argument("--precision", choices=[level.value for level in Precision])
     p.add_argument("--cache-mode", choices=["off", "output", "embedding"])
     p.add_argument("--redis-url", help="redis://host:port/db (turns the output cache on)")
     p.add_argument("--log-format", choices=["text", "json"])

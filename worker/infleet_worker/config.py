@@ -238,10 +238,14 @@ class Device(StrEnum):
 
 
 class Precision(StrEnum):
+    """How the engine stores and computes the model (docs/engine.md, "Precision")."""
+
     FP32 = "fp32"
     FP16 = "fp16"
     BF16 = "bf16"
-    INT8 = "int8"
+    INT8 = "int8"  # W8A8: int8 weights and dynamic per-token int8 activations
+    INT8_WEIGHT_ONLY = "int8-weight-only"  # int8 weights, bf16 activations
+    FP8 = "fp8"  # e4m3 weights and activations; GPUs of compute capability >= 8.9
 
 
 class EngineSpec(Spec):
@@ -267,7 +271,11 @@ class EngineSpec(Spec):
     )
     precision: Precision = Field(
         default=Precision.FP32,
-        description="fp16/bf16 cast weights and activations; int8 is weight-only.",
+        description="fp16/bf16 cast weights and activations. int8: int8 weights and "
+        "dynamic per-token int8 activations on int8 tensor cores (W8A8, for speed). "
+        "int8-weight-only: int8 weights, bf16 activations (saves memory, not time). "
+        "fp8: e4m3 weights and activations on fp8 tensor cores (GPUs of compute "
+        "capability >= 8.9 only; refused elsewhere).",
     )
     pipeline_parallel: int = Field(
         default=1,
