@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infleet_worker.domains import nonfinite_rows
-from infleet_worker.engine.base import EngineError, TensorInfo
+from infleet_worker.engine.base import DeviceLostError, EngineError, TensorInfo
 from infleet_worker.protocol.errors import ErrorKind, InferError
 from infleet_worker.tensors import Tensor
 
@@ -139,7 +139,8 @@ class _Runner:
             parts, bad_rows = self.once(members, rows)
         except Exception as e:
             msg = str(e)
-            if is_fatal(msg) or isinstance(e, FatalDeviceError):
+            lost = (DeviceLostError, FatalDeviceError)
+            if is_fatal(msg) or isinstance(e, lost) or isinstance(e.__cause__, lost):
                 raise FatalDeviceError(msg) from e
             if not isinstance(e, EngineError | InferError):
                 log.exception("engine raised on a batch of %d requests", len(members))

@@ -159,6 +159,12 @@ class EngineError(RuntimeError):
     """The model failed on a batch; only that batch's requests fail."""
 
 
+class DeviceLostError(EngineError):
+    """The device can no longer be trusted (a hung pipeline stage, a lost context): every
+    waiting request fails as retryable and the worker restarts. CUDA's own fatal errors
+    are recognised by their text (batch_run.FATAL_MARKERS)."""
+
+
 class ModelLoadError(RuntimeError):
     """The model could not be loaded; the worker must not become Ready."""
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from infleet_worker.engine.base import EngineError
+from infleet_worker.engine.base import DeviceLostError, EngineError
 from infleet_worker.engine.pipeline.packet import Done, Packet, Task
 from infleet_worker.engine.pipeline.schedule import (
     clock_cycles,
@@ -70,6 +70,11 @@ def default_stage_timeout() -> float:
 
 class StageError(EngineError):
     """One stage failed (or made no progress) on a micro-batch: that batch fails."""
+
+
+class StageStalled(StageError, DeviceLostError):
+    """A stage made no progress within the bound: the device is presumed hung, so the
+    worker answers everything as retryable and restarts (batch_run)."""
 
 
 class PipelineRunner:
@@ -171,7 +176,7 @@ class PipelineRunner:
 
     def _check_serving(self) -> None:
         if self._stuck is not None:
-            raise StageError(self._stuck)
+            raise StageStalled(self._stuck)
         if self._closed.is_set():
             raise EngineError("the pipeline is shut down")
 
@@ -219,7 +224,7 @@ class PipelineRunner:
                     raise self._stalled((i, len(self.stages) - 1), len(packets))
                 time.sleep(WAIT_SECONDS)
 
-    def _stalled(self, task: tuple[int, int], micro_batches: int) -> StageError:
+    def _stalled(self, task: tuple[int, int], micro_batches: int) -> StageStalled:
         """The watchdog fired waiting for ``task``; blame the first stage whose GPU work
         has not finished (later stages wait on it), else the task's own stage."""
         micro_batch, j = task
@@ -234,7 +239,7 @@ class PipelineRunner:
             f"{micro_batches}; the pipeline is stuck and the worker must restart"
         )
         log.error("%s", self._stuck)
-        return StageError(self._stuck)
+        return StageStalled(self._stuck)
 
     def _stage_error(self, done: Done, micro_batches: int) -> StageError:
         stage = self.stages[done.stage]
