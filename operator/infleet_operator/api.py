@@ -271,6 +271,14 @@ class InferenceDeploymentSpec(Spec):
             "description": "Where the volumes appear in the worker container.",
         },
     )
+    front_ends: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Front-end processes per worker pod (HTTP and gRPC on shared ports, "
+        "decode, cache); one engine core batches for all of them. 0 = one per CPU the pod "
+        "may use (its CPU limit), less one, at most 8.",
+    )
     termination_grace_period_seconds: int = Field(
         default=60, ge=1, le=3600, description="Time a worker gets to drain on scale-down."
     )
