@@ -221,9 +221,12 @@ def test_endpoint_names() -> None:
 
 def test_front_ends_pass_through_to_the_worker() -> None:
     b = body()
-    assert WorkerConfig.model_validate(
-        json.loads(children.render(b).config_map["data"]["worker.json"])
-    ).server.front_ends == 0  # auto: from the pod's CPUs
+    assert (
+        WorkerConfig.model_validate(
+            json.loads(children.render(b).config_map["data"]["worker.json"])
+        ).server.front_ends
+        == 0
+    )  # auto: from the pod's CPUs
     b["spec"]["frontEnds"] = 4
     cfg = json.loads(children.render(b).config_map["data"]["worker.json"])
     assert cfg["server"]["frontEnds"] == 4

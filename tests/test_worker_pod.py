@@ -166,6 +166,9 @@ def test_a_dead_engine_core_fails_pending_as_retryable_and_exits(pod: WorkerProc
     assert pod.proc.wait(30) == 1
     time.sleep(0.2)
     assert "event=engine_died" in pod.log()
+    assert pod.lines[-1].split(" event=")[0].endswith("the engine core died (exit code -9)"), (
+        pod.log()
+    )
 
 
 def test_a_fatal_device_error_fails_everything_retryable_and_exits(pod: WorkerProcess) -> None:
@@ -178,6 +181,7 @@ def test_a_fatal_device_error_fails_everything_retryable_and_exits(pod: WorkerPr
     assert pod.proc.wait(30) == 1
     time.sleep(0.2)
     assert "event=device_lost" in pod.log() and "event=engine_died" in pod.log()
+    assert "device-side assert" in pod.lines[-1], pod.log()  # the termination message
 
 
 def test_sigterm_under_load_drains_every_accepted_request(tmp_path: Path) -> None:

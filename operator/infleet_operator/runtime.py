@@ -96,6 +96,8 @@ class Runtime:
     indices: Indices = field(default_factory=Indices)
     generations: dict[Key, int] = field(default_factory=dict)  # last applied generation
     errors: dict[Key, tuple[str, str]] = field(default_factory=dict)
+    # Restart counts of each owner's worker containers, for WorkerRestarted Events.
+    restarts: dict[Key, dict[str, int]] = field(default_factory=dict)
     # The worker Deployment's metadata.generation right after our last apply: a
     # different generation seen later means someone else changed its spec.
     child_generations: dict[Key, int] = field(default_factory=dict)
@@ -143,6 +145,8 @@ class Runtime:
             body = body or self.indices.idep(key)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 return None
+            seen = self.restarts.setdefault(key, {})
+            events.post(body, events.worker_restarts(seen, self.indices.pod_list(key)))
             for attempt in range(3):
                 new = self.compute(key, body, deployment)
                 old = body.get("status")

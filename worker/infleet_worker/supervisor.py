@@ -154,7 +154,7 @@ class Pod:
             "--front-ends",
             str(self.n),
             "--error-file",
-            str(self.dir / "load-error.txt"),
+            str(self.dir / "core-error.txt"),
         )
 
     async def start_front_end(self, i: int) -> None:
@@ -184,7 +184,7 @@ class Pod:
                     pass
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.core.wait(), 0.05)
-        err = self.dir / "load-error.txt"
+        err = self.dir / "core-error.txt"
         detail = err.read_text().strip() if err.exists() else ""
         code = self.core.returncode
         hint = " (killed, e.g. for memory)" if code < 0 else ""
@@ -317,67 +317,82 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 
 async def run_pod(cfg: WorkerConfig, stop: asyncio.Event) -> int:
-    """The whole pod's life; returns the exit code (see cli.py)."""
+    """The whole pod's life; returns the exit code (see cli.py). On failure the reason
+    is the last log line (Kubernetes shows it as the container's termination message)."""
     pod = Pod(cfg)
+    reason = ""
     try:
-        await pod.start_listening()
-        event(
-            log,
-            "listening",
-            f"listening http={pod.http_port} grpc={pod.grpc_port} metrics={pod.metrics_port} "
-            f"model={cfg.model.name}:{cfg.model.version} front_ends={pod.n}",
-            http_port=pod.http_port,
-            grpc_port=pod.grpc_port,
-            metrics_port=pod.metrics_port,
-            model=cfg.model.name,
-            version=cfg.model.version,
-            source=cfg.model.source,
-            front_ends=pod.n,
-        )
-        await pod.start_core()
-        for i in range(pod.n):
-            await pod.start_front_end(i)
-        stop_wait = asyncio.create_task(stop.wait())
-        loading = asyncio.create_task(pod.wait_core())
-        await asyncio.wait({loading, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        if not loading.done():  # a signal while loading: nothing accepted yet
-            loading.cancel()
-            return 0
-        error = loading.result()
-        if error is not None:
-            log.error("model load failed: %s", error, extra={"event": "model_load_failed"})
-            return 1
-        if not await pod.wait_front_ends():
-            log.error(
-                "front ends did not connect to the engine core", extra={"event": "startup_failed"}
-            )
-            return 1
-        pod.state.accepting = True
-        pod.set_ready(True)
-        event(log, "ready", "ready", model=cfg.model.name, front_ends=pod.n)
-        assert pod.core is not None
-        core_dead = asyncio.create_task(pod.core.wait())
-        failed = asyncio.create_task(pod.failed.wait())
-        watchers = [asyncio.create_task(pod.watch_front_end(i)) for i in range(pod.n)]
+        reason = await _serve(pod, cfg, stop)
+    except OSError as e:
+        reason = f"cannot start servers: {e}"
+        log.error("%s", reason, extra={"event": "startup_failed"})
+    finally:
+        await pod.stop()
+    if reason:
+        log.error("exiting with code 1: %s", reason, extra={"event": "exit"})
+        return 1
+    return 0
+
+
+async def _serve(pod: Pod, cfg: WorkerConfig, stop: asyncio.Event) -> str:
+    """Start, serve, drain; '' after a graceful stop, else why the pod fails."""
+    await pod.start_listening()
+    event(
+        log,
+        "listening",
+        f"listening http={pod.http_port} grpc={pod.grpc_port} metrics={pod.metrics_port} "
+        f"model={cfg.model.name}:{cfg.model.version} front_ends={pod.n}",
+        http_port=pod.http_port,
+        grpc_port=pod.grpc_port,
+        metrics_port=pod.metrics_port,
+        model=cfg.model.name,
+        version=cfg.model.version,
+        source=cfg.model.source,
+        front_ends=pod.n,
+    )
+    await pod.start_core()
+    for i in range(pod.n):
+        await pod.start_front_end(i)
+    stop_wait = asyncio.create_task(stop.wait())
+    loading = asyncio.create_task(pod.wait_core())
+    await asyncio.wait({loading, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if not loading.done():  # a signal while loading: nothing accepted yet
+        loading.cancel()
+        return ""
+    error = loading.result()
+    if error is not None:
+        log.error("model load failed: %s", error, extra={"event": "model_load_failed"})
+        return f"model load failed: {error}"
+    if not await pod.wait_front_ends():
+        log.error("front ends did not connect", extra={"event": "startup_failed"})
+        return "the front ends did not connect to the engine core"
+    pod.state.accepting = True
+    pod.set_ready(True)
+    event(log, "ready", "ready", model=cfg.model.name, front_ends=pod.n)
+    assert pod.core is not None
+    core_dead = asyncio.create_task(pod.core.wait())
+    failed = asyncio.create_task(pod.failed.wait())
+    watchers = [asyncio.create_task(pod.watch_front_end(i)) for i in range(pod.n)]
+    try:
         await asyncio.wait({core_dead, failed, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if core_dead.done():
             pod.set_ready(False)
+            code = core_dead.result()
+            err = pod.dir / "core-error.txt"
+            lost = f": {err.read_text().strip()}" if code == 3 and err.exists() else ""
             log.error(
-                "the engine core died (exit code %s); exiting so the pod restarts",
-                core_dead.result(),
+                "the engine core died (exit code %s)%s; exiting so the pod restarts",
+                code,
+                lost,
                 extra={"event": "engine_died"},
             )
             await asyncio.sleep(0.2)  # the front ends answer what was pending (503)
-            return 1
+            return f"the engine core died (exit code {code}){lost}"
         if failed.done():
-            return 1
+            return "front-end processes kept dying"
         event(log, "signal", "termination signal received")
         await pod.drain()
+        return ""
+    finally:
         for w in watchers:
             w.cancel()
-        return 0
-    except OSError as e:
-        log.error("cannot start servers: %s", e, extra={"event": "startup_failed"})
-        return 1
-    finally:
-        await pod.stop()

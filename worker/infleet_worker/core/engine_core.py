@@ -61,7 +61,13 @@ class Conn:
 
 
 class EngineCore:
-    def __init__(self, cfg: WorkerConfig, engine: Engine, state: SharedState) -> None:
+    def __init__(
+        self,
+        cfg: WorkerConfig,
+        engine: Engine,
+        state: SharedState,
+        error_file: Path | None = None,
+    ) -> None:
         from prometheus_client import CollectorRegistry
 
         from infleet_worker.metrics import BatchMetrics
@@ -85,6 +91,7 @@ class EngineCore:
         self.deadlines: list[tuple[int, int, Queued]] = []
         self._seq = 0
         self.running = True
+        self.error_file = error_file  # why we exit, for the supervisor to report
 
     # -- connections -----------------------------------------------------------------
     def serve(self, listener: socket.socket) -> None:
@@ -284,6 +291,8 @@ class EngineCore:
 
     def _device_lost(self, batch: list[Queued], message: str) -> None:
         event(log, "device_lost", f"fatal device error, exiting for a restart: {message}")
+        if self.error_file is not None:
+            self.error_file.write_text(f"fatal device error: {message}")
         for q in [*batch, *self.queue.drain()]:
             conn, rid = q.payload
             if not conn.closed:
@@ -329,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     except BaseException as e:
         Path(args.error_file).write_text(f"{e}" if str(e) else traceback.format_exc())
         sys.exit(1)
-    core = EngineCore(cfg, engine, state)
+    core = EngineCore(cfg, engine, state, Path(args.error_file))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(args.socket)
     listener.listen(256)
