@@ -11,7 +11,6 @@ import copy
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -31,11 +30,11 @@ from fleet.operator import (
     ROOT,
     VERSION,
     OperatorProcess,
-    free_port,
     install_operator_prereqs,
     kubectl,
 )
 from kube_harness.testing import unique, wait_for
+from testkit import free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -586,9 +585,7 @@ def test_unschedulable_gpus_are_reported(api: Any, operator: OperatorProcess, ns
 
 # -- the INVALID_CASES table against the real API server -----------------------------------
 def _cases() -> list[Any]:
-    if str(ROOT / "tests") not in sys.path:
-        sys.path.insert(0, str(ROOT / "tests"))
-    from spec_cases import INVALID_CASES
+    from spec_cases import INVALID_CASES  # tests/ is on PYTHONPATH
 
     return INVALID_CASES
 
