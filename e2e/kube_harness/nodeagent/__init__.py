@@ -23,8 +23,9 @@ The package, split by job as kwok splits its controllers:
 
 - :mod:`.agent`: the nodes' pod watch, one :class:`~.pod.PodWorker` per pod;
 - :mod:`.node`: Node objects and their Leases (register, heartbeat);
-- :mod:`.pod`: one pod's life (restarts, init containers, status, deletion),
-  given a frozen :class:`~.context.NodeContext` and its own API client;
+- :mod:`.pod`: one pod's life (set-up, status, deletion), given a frozen
+  :class:`~.context.NodeContext` and its own API client;
+- :mod:`.supervise`: init containers in order, restartPolicy, back-off, probe kills;
 - :mod:`.podstatus`: phase and status from the containers' states;
 - :mod:`.containers`: image mapping, processes, exit codes and back-off;
 - :mod:`.volumes`, :mod:`.env`, :mod:`.probes`: what their names say;

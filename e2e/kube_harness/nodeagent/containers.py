@@ -152,11 +152,16 @@ def launch(
             c.state = {"waiting": {"reason": "RunContainerError", "message": str(e)}}
             c.next_start = now + 5
             return False
+    mark_running(c, now)
+    return True
+
+
+def mark_running(c: Container, now: float) -> None:
+    """``c.proc`` was just started (a restart if it ran before)."""
     if c.started_mono:
         c.restart_count += 1
     c.started_mono = now
     c.state = {"running": {"startedAt": now_iso()}}
-    return True
 
 
 def exec_in(c: Container, cmd: list[str], timeout: float, venv: Path) -> int:

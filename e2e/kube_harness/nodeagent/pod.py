@@ -2,7 +2,8 @@
 report status, tear down (preStop, grace period) and finish the deletion.
 
 A :class:`PodWorker` runs in its own thread. It knows its node only through a
-frozen :class:`NodeContext` and talks to the API server through its own client.
+frozen :class:`NodeContext` and talks to the API server through its own client;
+its :class:`~.supervise.Supervisor` decides what starts and restarts when.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kube_harness.nodeagent.containers import Container
 from kube_harness.nodeagent.context import NodeContext
 from kube_harness.nodeagent.env import EnvError, container_env, expand
 from kube_harness.nodeagent.host import Obj, log, now_iso
+from kube_harness.nodeagent.supervise import Supervisor
 from kube_harness.nodeagent.volumes import PodVolumes, VolumeError
 
 
@@ -57,14 +59,22 @@ class PodWorker:
         self.volumes_ready = False
         self.volume_error = ""
         self.next_volume_sync = 0.0
-        self.terminal = False
         self.cleaned = False
-        self.init_done = not pod["spec"].get("initContainers")
         logs = self.dir / "logs"
         self.containers = [
             Container(c, True, logs / f"{c['name']}.log")
             for c in pod["spec"].get("initContainers") or []
         ] + [Container(c, False, logs / f"{c['name']}.log") for c in pod["spec"]["containers"]]
+        self.supervisor = Supervisor(
+            self.containers,
+            start=self._start_container,
+            check=self._check,
+            kill=self._kill_container,
+            backoff_base=node.backoff_base,
+            backoff_max=node.backoff_max,
+            key=self.key,
+            pod_ref=f"{self.name}_{self.namespace}({self.uid})",
+        )
         self.thread = threading.Thread(target=self._run, name=f"pod-{self.key}", daemon=True)
 
     # -- events from the watch
@@ -147,7 +157,7 @@ class PodWorker:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        if self.terminal:
+        if self.supervisor.terminal:
             return
         if not self.volumes_ready or now >= self.next_volume_sync:
             try:
@@ -161,78 +171,13 @@ class PodWorker:
                     self._push_status()
                     return
             self.next_volume_sync = now + (10 if self.volumes_ready else 2)
-        if not self.init_done:
-            self._tick_init(now)
-        if self.init_done:
-            for c in self.containers:
-                if not c.init:
-                    self._tick_container(c, now)
-            self._check_terminal()
+        self.supervisor.tick(now, self._policy())
         self._push_status()
-        if self.terminal:
+        if self.supervisor.terminal:
             self._cleanup()  # like a kubelet tearing down the sandbox of a finished pod
 
     def _policy(self) -> str:
         return str(self.pod["spec"].get("restartPolicy") or "Always")
-
-    def _tick_init(self, now: float) -> None:
-        for c in self.containers:
-            if not c.init:
-                continue
-            if c.running():
-                return
-            if c.proc is not None:
-                self._reap(c, now)
-            term = c.state.get("terminated")
-            if term and term["exitCode"] == 0:
-                continue
-            if term and self._policy() == "Never":
-                self.terminal = True
-                return
-            self._start_when_due(c, now)
-            return
-        self.init_done = True
-
-    def _tick_container(self, c: Container, now: float) -> None:
-        if c.running():
-            kill = probes.run_due(c, now, self._check)
-            if kill:
-                self._kill_container(c, kill)
-            return
-        if c.proc is not None:
-            self._reap(c, now)
-        term = c.state.get("terminated")
-        if term:
-            policy = self._policy()
-            if policy == "Never" or (policy == "OnFailure" and term["exitCode"] == 0):
-                return
-        self._start_when_due(c, now)
-
-    def _start_when_due(self, c: Container, now: float) -> None:
-        if now >= c.next_start:
-            self._start_container(c, now)
-            return
-        waiting = procs.crash_loop(c, f"{self.name}_{self.namespace}({self.uid})")
-        if waiting is not None:
-            c.state = waiting
-
-    def _reap(self, c: Container, now: float) -> None:
-        code = procs.reap(c, now, self.node.backoff_base, self.node.backoff_max)
-        if code is not None:
-            log.info("pod %s container %s exited %s", self.key, c.name, code)
-
-    def _check_terminal(self) -> None:
-        mains = [c for c in self.containers if not c.init]
-        policy = self._policy()
-        if policy == "Always":
-            return
-        done = all("terminated" in c.state and not c.running() for c in mains)
-        if not done:
-            return
-        codes = [c.state["terminated"]["exitCode"] for c in mains]
-        if policy == "OnFailure" and any(codes):
-            return
-        self.terminal = True
 
     # -- containers
     def _start_container(self, c: Container, now: float) -> None:
@@ -279,11 +224,12 @@ class PodWorker:
         if self.volume_error and not self.volumes_ready:
             for c in self.containers:
                 c.state = {"waiting": {"reason": "ContainerCreating", "message": self.volume_error}}
+        sup = self.supervisor
         return podstatus.pod_status(
             self.pod,
             self.containers,
-            phase=podstatus.phase(self.containers, self.init_done, self.terminal),
-            init_done=self.init_done,
+            phase=podstatus.phase(self.containers, sup.init_done, sup.terminal),
+            init_done=sup.init_done,
             pod_ip=self.pod_ip,
             host_ip=self.node.host_ip,
             start_time=self.start_time,
@@ -328,7 +274,7 @@ class PodWorker:
         now = time.monotonic()
         for c in self.containers:
             if c.proc is not None:
-                self._reap(c, now)
+                self.supervisor.reap(c, now)
             c.ready = False
         log.info("pod %s stopped", self.key)
 
