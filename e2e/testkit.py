@@ -1,7 +1,7 @@
 """Free ports and waiting: the helpers tests/, e2e/ and bench/ share.
 
-Importable everywhere the checkout's PYTHONPATH reaches (the Makefile exports
-``e2e:bench:tests``; pytest's ``pythonpath`` setting says the same).
+Importable wherever the checkout's PYTHONPATH reaches: the Makefile exports
+``e2e:bench:tests`` (no module edits ``sys.path``).
 """
 
 from __future__ import annotations
