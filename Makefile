@@ -16,7 +16,7 @@ export PATH := $(LOCAL_VENV)/bin:$(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/e2e:$(CURDIR)/bench:$(CURDIR)/tests
 PYTEST_ARGS ?=
 
-.PHONY: all bootstrap chart-sync k8s-bins test unit e2e lint crds crds-check demo cluster-up cluster-down bench clean
+.PHONY: all bootstrap chart-sync k8s-bins test unit e2e lint crds crds-check demo cluster-up cluster-down bench gpu-check clean
 
 all: test
 
@@ -63,6 +63,12 @@ cluster-down: bootstrap
 
 bench: bootstrap
 	@echo "see bench/README.md: each bench/*.py prints its own figures"
+
+## Every GPU path on a real GPU in <= 5 minutes, one table (docs/engine.md, "make gpu-check").
+## Needs only a python3 with torch (no venv, no registry); without a GPU it says so, exits 0.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py
 
 clean:
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from kube_harness.nodeagent.containers import Container
 from kube_harness.nodeagent.probes import arm, check, port_of, run_due
+from testkit import free_port
 
 
 def container(**probes: Any) -> Container:
@@ -116,8 +116,6 @@ def test_http_and_tcp_handlers(http_server: int, tmp_path: Path) -> None:
     assert check(c, {"httpGet": {"path": "/ok", "port": "web"}}, ip, tmp_path)
     assert not check(c, {"httpGet": {"path": "/bad", "port": http_server}}, ip, tmp_path)
     assert check(c, {"tcpSocket": {"port": http_server}}, ip, tmp_path)
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()  # a port nobody listens on
     assert not check(c, {"tcpSocket": {"port": closed}}, ip, tmp_path)
     assert not check(c, {"exec": {"command": ["true"]}}, ip, tmp_path)  # no process: fails

@@ -8,8 +8,6 @@ in EndpointSlices (nothing routes ClusterIPs here).
 from __future__ import annotations
 
 import contextlib
-import copy
-import re
 import shutil
 import subprocess
 import time
@@ -697,49 +695,3 @@ def test_unschedulable_gpus_are_reported(api: Any, operator: OperatorProcess, ns
     assert "nvidia.com/gpu" in msg and "pipelineParallel" in msg
     assert obj["status"]["gpusPerPod"] == 8
     assert cond(obj, "Ready")["status"] == "False"
-
-
-# -- the INVALID_CASES table against the real API server -----------------------------------
-def _cases() -> list[Any]:
-    from spec_cases import INVALID_CASES  # tests/ is on PYTHONPATH
-
-    return INVALID_CASES
-
-
-def _server_error(api: Any, ns: str, spec: dict[str, Any], strict: bool) -> str | None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferenceDeployment",
-        "metadata": {"name": "invalid"},
-        "spec": spec,
-    }
-    kw: dict[str, Any] = {"dry_run": "All"}
-    if strict:
-        kw["field_validation"] = "Strict"
-    try:
-        co(api).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body, **kw)
-    except ApiException as e:
-        assert e.status in (400, 422), e.body  # 400: strict decoding (unknown field)
-        return str(e.body)
-    return None
-
-
-def test_base_spec_is_accepted(api: Any, op_kubeconfig: Path) -> None:
-    from spec_cases import BASE_SPEC
-
-    assert _server_error(api, "default", copy.deepcopy(BASE_SPEC), strict=True) is None
-
-
-@pytest.mark.parametrize("case", _cases(), ids=lambda c: c.id)
-def test_invalid_case_rejected_by_api_server(api: Any, op_kubeconfig: Path, case: Any) -> None:
-    from pydantic import ValidationError
-
-    from infleet_operator import api as models
-
-    with pytest.raises(ValidationError):
-        models.InferenceDeploymentSpec.model_validate(case.spec())
-    err = _server_error(api, "default", case.spec(), strict=True)
-    assert err is not None, f"{case.id}: the API server accepted {case.spec()}"
-    assert re.search(rf"\b{re.escape(case.field)}\b", err), f"{case.id}: {err}"
-    if not case.strict:  # schema/CEL cases are refused without strict validation too
-        assert _server_error(api, "default", case.spec(), strict=False) is not None

@@ -123,7 +123,7 @@ async def reconcile(
     try:
         parsed = api.InferenceDeploymentSpec.model_validate(dict(spec))
     except ValidationError as e:
-        msg = "; ".join(format_errors(e))
+        msg = "; ".join(format_errors(e, root="spec"))
         rt.errors[key] = ("InvalidSpec", msg)
         await rt.refresh(key, body=raw)
         metrics.RECONCILES.labels(cause, "invalid").inc()
