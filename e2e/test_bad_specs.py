@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,9 +19,6 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from fleet.operator import GROUP, PLURAL, ROOT, VERSION, kubectl
-
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
 from infleet_operator import api as models
 from infleet_operator import manifests
 from spec_cases import INVALID_CASES, VALID_CASES, SpecCase

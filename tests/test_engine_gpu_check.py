@@ -37,12 +37,9 @@ def test_gpu_check_without_a_gpu_says_so_and_exits_0() -> None:
 
 
 def test_summary_table_reports_timeouts_and_ratios() -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import gpu_check
-        import gpu_check_table
-    finally:
-        sys.path.pop(0)
+    import gpu_check  # bench/ is on PYTHONPATH
+    import gpu_check_table
+
     hung = gpu_check.Step("GPU tests", [sys.executable, "-c", "import time; time.sleep(60)"], 0.5)
     gpu_check.run_step(hung, gpu_check.environment([]))
     assert hung.rc == 124 and hung.status == "TIMEOUT (0s)" and hung.seconds < 5
