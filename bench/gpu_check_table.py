@@ -31,6 +31,20 @@ def pipeline_rows(data: dict[str, Any] | None) -> list[tuple[str, str]]:
     return [("pp2 / pp1 rows/s", f"{ratio:.3f}  (pp1 {rates[1]:.0f}, pp2 {rates[2]:.0f} rows/s)")]
 
 
+def serving_rows(data: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The worker pod end to end: served rows/s as a share of the engine alone."""
+    if not data:
+        return [("serving: pod / engine alone", "no figures")]
+    out = [("serving: engine alone rows/s", f"{data['engine_rows_per_s']:.0f}")]
+    for r in data["rows"]:
+        out.append((
+            f"serving: {r['protocol']} {r['rows_per_request']} row(s) x {r['concurrency']}",
+            f"{r['share']:.0%} of the engine ({r['rows_per_s']:.0f} rows/s), "
+            f"p99 {r['p99_ms']:.1f} ms, {r['rows_per_batch']:.1f} rows/batch",
+        ))  # fmt: skip
+    return out
+
+
 def ceiling_rows(data: list[dict[str, Any]] | None) -> list[tuple[str, str]]:
     if not data:
         return [("engine ceiling", "no figures")]
@@ -81,6 +95,7 @@ def summary(
     rows = step_rows(steps)
     rows += pipeline_rows(results.get("pipeline"))
     rows += ceiling_rows(results.get("ceiling"))
+    rows += serving_rows(results.get("serving"))
     width = max(len(name) for name, _ in rows)
     lines = [f"== {head}, {elapsed:.0f}s in all", f"{'check':<{width}}  result"]
     lines.append(f"{'-' * width}  {'-' * 40}")
