@@ -35,7 +35,11 @@ import gpu_check_table as table
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_SECONDS = 300
-GPU_TESTS = ["tests/test_engine_cuda.py", "tests/test_pipeline_gpu.py"]
+GPU_TESTS = [
+    "tests/test_engine_cuda.py",
+    "tests/test_pipeline_gpu.py",
+    "tests/test_worker_device_faults.py",
+]
 
 
 @dataclass

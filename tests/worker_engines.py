@@ -198,3 +198,24 @@ class PoisonEngine(MLPEngine):
 
 def poison(params: dict[str, str]) -> PoisonEngine:
     return PoisonEngine(delay_s=float(params.get("delay_ms", "0")) / 1000)
+
+
+class LookupModule(torch.nn.Module):
+    """An embedding lookup with no declared domain: an id >= 16 is out of range, which
+    on CUDA is a device-side assert (the context is lost), on CPU an IndexError."""
+
+    row_independent = True
+    inputs = [TensorInfo("ids", "INT64", (4,))]
+    outputs = [TensorInfo("out", "FP32", (4,))]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Embedding(16, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.table(ids).sum(dim=1)
+        return out
+
+
+def lookup(params: dict[str, str]) -> torch.nn.Module:
+    return LookupModule().eval()

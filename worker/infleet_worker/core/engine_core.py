@@ -305,7 +305,9 @@ class EngineCore:
         self.state.queue_depth = 0
         self._flush()
         self.state.core_up = False
-        raise SystemExit(3)
+        # No clean-up: a lost CUDA context can hang or raise in any further call.
+        logging.shutdown()
+        os._exit(3)
 
     def _metrics_text(self) -> str:
         from prometheus_client import generate_latest
