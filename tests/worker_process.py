@@ -18,7 +18,8 @@ class WorkerProcess:
     """``infleet-worker ARGS`` with ``PYTHONPATH=tests``; ports parsed from its log."""
 
     def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
-        full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
+        path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+        full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "infleet_worker.cli", *args],
             env=full_env,
