@@ -211,3 +211,33 @@ def test_sigterm_under_load_drains_every_accepted_request(tmp_path: Path) -> Non
         assert served > 0
     finally:
         w.stop()
+
+
+def test_full_queue_is_refused_at_once_by_any_front_end(tmp_path: Path) -> None:
+    """The engine core is busy (200 ms batches); beyond maxQueueSize the front ends
+    answer 503 at once from the shared counters, without waiting for the core."""
+    w = _start(
+        tmp_path, "python://worker_engines:poison", "--model-param", "delay_ms=300",
+        "--max-queue-size", "4", "--max-queue-delay-us", "0", "--max-batch-size", "1",
+    )  # fmt: skip
+    try:
+
+        def send(k: int) -> tuple[float, np.ndarray | InferenceServerException]:
+            t0 = time.monotonic()
+            try:
+                out: np.ndarray | InferenceServerException = _infer(w, "http", _rows(1, k))
+            except InferenceServerException as e:
+                out = e
+            return time.monotonic() - t0, out
+
+        with ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(send, range(12)))
+        refused = [(dt, r) for dt, r in results if isinstance(r, InferenceServerException)]
+        served = [r for _, r in results if isinstance(r, np.ndarray)]
+        assert refused and served, results
+        for dt, r in refused:
+            assert r.status() == "503" and "queue is full" in r.message(), r
+            assert dt < 0.25, f"refused after {dt:.2f} s: not at once"
+        assert _metric(w, 'infleet_requests_total{model="mlp",outcome="rejected"') == len(refused)
+    finally:
+        w.stop()
