@@ -50,6 +50,11 @@ class Arena:
     def used(self) -> int:
         return sum(self._live.values())
 
+    @property
+    def largest_free(self) -> int:
+        """The largest block alloc() could hand out now."""
+        return max(self._lengths, default=0)
+
     def alloc(self, nbytes: int) -> int | None:
         """Offset of a fresh block of at least ``nbytes``, or None when none fits."""
         need = max(ALIGN, (nbytes + ALIGN - 1) // ALIGN * ALIGN)

@@ -60,6 +60,7 @@ class CoreClient:
         self._deframer = wire.Deframer()
         self._out = bytearray()
         self._frees: list[int] = []
+        self._block_users: dict[int, int] = {}  # output block -> requests not yet released
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -181,10 +182,13 @@ class CoreClient:
         for off in offsets:
             self.inputs.free(off)
         if kind == "done":
-            _, _, descs, queue_ns, timing = msg
+            _, _, descs, queue_ns, timing, block, users = msg
             outputs: dict[str, Tensor] = {d[0]: wire.get(self.outputs, d) for d in descs}
-            held = [d[3] for d in descs if d[3] >= 0]
-            release = self._releaser(held) if held else _nothing
+            release = _nothing
+            if block >= 0:
+                if block not in self._block_users:
+                    self._block_users[block] = users
+                release = self._releaser(block)
             if future.done():  # cancelled meanwhile
                 release()
                 return
@@ -192,9 +196,16 @@ class CoreClient:
         elif not future.done():
             future.set_exception(InferError(ErrorKind(msg[2]), msg[3]))
 
-    def _releaser(self, offsets: list[int]) -> Callable[[], None]:
+    def _releaser(self, block: int) -> Callable[[], None]:
+        """Gives back this request's share of a block; the last one frees the block."""
+
         def release() -> None:
-            self._frees.extend(offsets)
+            left = self._block_users[block] - 1
+            if left:
+                self._block_users[block] = left
+                return
+            del self._block_users[block]
+            self._frees.append(block)
             self._schedule_flush()
 
         return release

@@ -42,6 +42,7 @@ from infleet_worker.core.state import SharedState
 from infleet_worker.engine.base import Engine, Signature
 from infleet_worker.logs import event, setup_logging
 from infleet_worker.protocol.errors import ErrorKind
+from infleet_worker.tensors import Tensor
 
 log = logging.getLogger("infleet_worker.core")
 
@@ -277,6 +278,7 @@ class EngineCore:
     def _answer(self, batch: list[Queued], outcome: BatchOutcome) -> None:
         t = outcome.timing
         timing = (t.batch_size, t.requests, t.input_ns, t.infer_ns, t.output_ns)
+        done: dict[Conn, list[tuple[Queued, dict[str, Tensor]]]] = {}
         for q, result in zip(batch, outcome.results, strict=True):
             conn, rid = q.payload
             if conn.closed:
@@ -284,10 +286,13 @@ class EngineCore:
             conn.requests.pop(rid, None)
             if isinstance(result, Exception):
                 self._fail(conn, rid, result.kind, result.message)
-                continue
-            offsets: list[int] = []
-            descs = tuple(wire.put(conn.outputs, n, x, offsets) for n, x in result.items())
-            self._send(conn, ("done", rid, descs, q.queue_ns, timing))
+            else:
+                done.setdefault(conn, []).append((q, result))
+        for conn, members in done.items():  # one block and one copy per output per front end
+            descs, block = wire.put_block(conn.outputs, [r for _, r in members])
+            users = len(members)
+            for (q, _), d in zip(members, descs, strict=True):
+                self._send(conn, ("done", q.payload[1], d, q.queue_ns, timing, block, users))
 
     def _device_lost(self, batch: list[Queued], message: str) -> None:
         event(log, "device_lost", f"fatal device error, exiting for a restart: {message}")

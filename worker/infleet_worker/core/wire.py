@@ -7,7 +7,8 @@ when the arena had no room (or the tensor is BYTES), carries them inline.
 
 front end -> core                                core -> front end
 ("hello", index, pid)  + 2 fds (SCM_RIGHTS)      ("signature", dict)
-("infer", rid, level, timeout_us, rows, descs)   ("done", rid, descs, queue_ns, timing)
+("infer", rid, level, timeout_us, rows, descs)   ("done", rid, descs, queue_ns, timing,
+                                                         block, users)
 ("free", (offset, ...))   outputs read            ("fail", rid, kind, message)
 ("cancel", rid)           client went away
 """
@@ -70,6 +71,38 @@ def put(arena: Arena | None, name: str, t: Tensor, offsets: list[int]) -> Desc:
             offsets.append(off)
             return (name, t.datatype, a.shape, off, a.nbytes, None)
     return (name, t.datatype, a.shape, -1, a.nbytes, np.ascontiguousarray(a).tobytes())
+
+
+def put_block(
+    arena: Arena | None, members: list[dict[str, Tensor]]
+) -> tuple[list[tuple[Desc, ...]], int]:
+    """The outputs of one front end's requests of a batch, written with one allocation
+    and one copy per output (``np.concatenate(..., out=arena)``): each request's
+    descriptors, and the block's offset (-1 when nothing went to the arena). The front
+    end frees the block when the last of its ``len(members)`` requests is encoded."""
+    names = list(members[0])
+    numeric = [n for n in names if members[0][n].datatype != "BYTES"]
+    total = sum(m[n].array.nbytes for m in members for n in numeric)
+    block = arena.alloc(total) if arena is not None and numeric and total > 0 else None
+    if block is None:  # no room (or only BYTES): each tensor on its own
+        return [tuple(put(None, n, m[n], []) for n in names) for m in members], -1
+    assert arena is not None
+    descs: list[list[Desc]] = [[] for _ in members]
+    off = block
+    for n in numeric:
+        first = members[0][n]
+        arrays = [m[n].array for m in members]
+        rows = sum(a.shape[0] for a in arrays)
+        shape = (rows, *first.array.shape[1:])
+        np.concatenate(arrays, axis=0, out=arena.view(off, first.array.dtype, shape))
+        for i, a in enumerate(arrays):
+            descs[i].append((n, first.datatype, a.shape, off, a.nbytes, None))
+            off += a.nbytes
+    for n in names:
+        if n not in numeric:
+            for i, m in enumerate(members):
+                descs[i].append(put(None, n, m[n], []))
+    return [tuple(d) for d in descs], block
 
 
 def get(arena: Arena | None, desc: Desc) -> Tensor:
