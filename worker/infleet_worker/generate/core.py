@@ -124,6 +124,8 @@ class EngineCore:
             self.metrics.preemptions.inc(self.scheduler.preemptions - preempted)
         if not batch.seqs:
             return 0
+        if self.metrics is not None:
+            self.metrics.observe_step(len(batch.seqs))
         logits, sampling = self.runner.run_model(batch)
         choices = []
         if logits is not None:
