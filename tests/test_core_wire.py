@@ -105,3 +105,23 @@ def test_metrics_and_statistics_sum_over_processes() -> None:
     assert doc["inference_count"] == 5 and doc["last_inference"] == 7 and doc["name"] == "m"
     assert doc["inference_stats"]["success"] == {"count": 3, "ns": 15}
     assert doc["batch_stats"] == [{"batch_size": 2, "compute_infer": {"count": 3, "ns": 10}}]
+
+
+def test_engine_thread_wakes_the_loop_only_when_the_batch_is_done() -> None:
+    """The loop sleeps in select on wake_fd; when it wakes, finished() must say so
+    (a wake-up before the result was set once left a pod asleep with requests queued)."""
+    import select
+
+    from infleet_worker.core.engine_thread import EngineThread
+
+    t: EngineThread[int, int] = EngineThread()
+    try:
+        for i in range(300):
+            t.start(i, lambda i=i: i * 2)  # type: ignore[misc]
+            select.select([t.wake_fd], [], [], 5)
+            t.woken()
+            done = t.finished()
+            assert done is not None and done[0] == i and done[1].result() == 2 * i
+            assert not t.busy
+    finally:
+        t.close()

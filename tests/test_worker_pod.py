@@ -3,6 +3,7 @@ ports, and one engine core. Real processes, real tritonclient (HTTP and gRPC).""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -46,9 +47,14 @@ def _start(tmp_path: Path, source: str, *extra: str) -> WorkerProcess:
     return w
 
 
-@pytest.fixture
-def pod(tmp_path: Path) -> Iterator[WorkerProcess]:
-    w = _start(tmp_path, "python://worker_engines:poison")
+@pytest.fixture(params=["inline", "overlap"])
+def pod(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[WorkerProcess]:
+    """A pod whose engine core runs batches inline (CPU default) or on its engine
+    thread beside the loop (GPU default, server.overlapBatches)."""
+    cfg = tmp_path / "overlap.json"
+    overlap = request.param == "overlap"
+    cfg.write_text(json.dumps({"server": {"overlapBatches": overlap}}))
+    w = _start(tmp_path, "python://worker_engines:poison", "--config", str(cfg))
     yield w
     w.stop()
 

@@ -470,6 +470,11 @@ class ServerSpec(Spec):
         description="Front-end processes sharing the ports; 0 = one per CPU the pod may use, "
         "less one for the engine core, at most 8.",
     )
+    overlap_batches: bool | None = Field(
+        default=None,
+        description="Run batches on a thread of the engine core while its loop keeps "
+        "reading and answering requests; default: on when the engine runs on a GPU.",
+    )
     log_format: LogFormat = LogFormat.TEXT
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -30,7 +30,9 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 from infleet_worker.batch_queue import BatchQueue, Queued
 from infleet_worker.batch_run import BatchOutcome, FatalDeviceError, run_batch
@@ -38,6 +40,7 @@ from infleet_worker.batcher import level_of
 from infleet_worker.config import WorkerConfig
 from infleet_worker.core import wire
 from infleet_worker.core.arena import Arena
+from infleet_worker.core.engine_thread import EngineThread
 from infleet_worker.core.state import SharedState
 from infleet_worker.engine.base import Engine, Signature
 from infleet_worker.logs import event, setup_logging
@@ -68,6 +71,8 @@ class EngineCore:
         engine: Engine,
         state: SharedState,
         error_file: Path | None = None,
+        *,
+        overlap: bool = False,
     ) -> None:
         from prometheus_client import CollectorRegistry
 
@@ -93,6 +98,10 @@ class EngineCore:
         self._seq = 0
         self.running = True
         self.error_file = error_file  # why we exit, for the supervisor to report
+        # GPU engines: batches run on a thread while this loop keeps serving messages.
+        self.thread: EngineThread[list[Queued], BatchOutcome] | None = (
+            EngineThread() if overlap else None
+        )
 
     # -- connections -----------------------------------------------------------------
     def serve(self, listener: socket.socket) -> None:
@@ -100,6 +109,8 @@ class EngineCore:
         self.sel.register(listener, selectors.EVENT_READ, None)
         # stdin is the supervisor's pipe: EOF means it is gone (even if SIGKILLed).
         self.sel.register(sys.stdin, selectors.EVENT_READ, "stdin")
+        if self.thread is not None:
+            self.sel.register(self.thread.wake_fd, selectors.EVENT_READ, "engine")
         self.state.core_up = True
         while self.running:
             self.step(self._timeout())
@@ -216,7 +227,7 @@ class EngineCore:
     def _timeout(self) -> float | None:
         head = self.queue.head()
         waits: list[int] = []
-        if head is not None:
+        if head is not None and not (self.thread is not None and self.thread.busy):
             if self.queue.full() or self.delay_ns == 0:
                 return 0.0
             waits.append(head.enqueued_ns + self.delay_ns)
@@ -232,6 +243,9 @@ class EngineCore:
                 self._accept(key.fileobj)  # type: ignore[arg-type]
             elif key.data == "stdin":
                 self._stdin()
+            elif key.data == "engine":
+                assert self.thread is not None
+                self.thread.woken()
             else:
                 self._read(key.data)
         # Everything that arrived meanwhile joins the queue before a batch is formed.
@@ -240,11 +254,30 @@ class EngineCore:
                 self._read(key.data)
         now = time.perf_counter_ns()
         self._expire(now)
+        thread = self.thread
+        if thread is not None and (done := thread.finished()) is not None:
+            batch, future = done
+            error = future.exception()
+            if isinstance(error, FatalDeviceError):
+                self._device_lost(batch, str(error))
+            elif error is not None:
+                raise error
+            self._complete(batch, future.result())
         head = self.queue.head()
-        if head is not None and (
-            self.queue.full() or self.delay_ns == 0 or now - head.enqueued_ns >= self.delay_ns
+        if (
+            head is not None
+            and not (thread is not None and thread.busy)
+            and (self.queue.full() or self.delay_ns == 0 or now - head.enqueued_ns >= self.delay_ns)
         ):
-            self._run(self.queue.take(head, now))
+            batch = self.queue.take(head, now)
+            if thread is not None:
+                thread.start(batch, partial(self._execute, batch))
+            else:
+                try:
+                    outcome = self._execute(batch)
+                except FatalDeviceError as e:
+                    self._device_lost(batch, str(e))
+                self._complete(batch, outcome)
         self.state.queue_depth = self.queue.count
         self._flush()
 
@@ -261,16 +294,13 @@ class EngineCore:
                     "request timed out in the queue; it was not executed",
                 )
 
-    def _run(self, batch: list[Queued]) -> None:
-        if not batch:
-            return
-        try:
-            outcome = run_batch(
-                self.engine.run, [q.inputs for q in batch], [q.rows for q in batch], self.outputs
-            )
-        except FatalDeviceError as e:
-            self._device_lost(batch, str(e))
-            return
+    def _execute(self, batch: list[Queued]) -> BatchOutcome:
+        """Run one batch (on the engine thread when overlapping); FatalDeviceError escapes."""
+        return run_batch(
+            self.engine.run, [q.inputs for q in batch], [q.rows for q in batch], self.outputs
+        )
+
+    def _complete(self, batch: list[Queued], outcome: BatchOutcome) -> None:
         self._answer(batch, outcome)
         self.metrics.observe(outcome)
         self.stats.on_batch(outcome.timing)
@@ -294,7 +324,7 @@ class EngineCore:
             for (q, _), d in zip(members, descs, strict=True):
                 self._send(conn, ("done", q.payload[1], d, q.queue_ns, timing, block, users))
 
-    def _device_lost(self, batch: list[Queued], message: str) -> None:
+    def _device_lost(self, batch: list[Queued], message: str) -> NoReturn:
         event(log, "device_lost", f"fatal device error, exiting for a restart: {message}")
         if self.error_file is not None:
             self.error_file.write_text(f"fatal device error: {message}")
@@ -318,6 +348,17 @@ class EngineCore:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry).decode()
+
+
+def overlap_batches(cfg: WorkerConfig) -> bool:
+    """``server.overlapBatches``, or by default: when the engine runs on a GPU."""
+    if cfg.server.overlap_batches is not None:
+        return cfg.server.overlap_batches
+    if cfg.engine.device.value == "cpu":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -345,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     except BaseException as e:
         Path(args.error_file).write_text(f"{e}" if str(e) else traceback.format_exc())
         sys.exit(1)
-    core = EngineCore(cfg, engine, state, Path(args.error_file))
+    core = EngineCore(cfg, engine, state, Path(args.error_file), overlap=overlap_batches(cfg))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(args.socket)
     listener.listen(256)
