@@ -50,13 +50,13 @@ class Job:
 def run_job(job: Job) -> tuple[Job, float, float]:
     from infleet_operator.simulator.fleet import FleetConfig, simulate
     from infleet_operator.simulator.report import summarize
-    from infleet_operator.simulator.scenario import policy_for
+    from infleet_operator.simulator.scenario import setup_policy
     from infleet_operator.simulator.traces import synthetic
 
     trace = synthetic(job.shape, job.seconds, MEAN_RATE, job.seed)
     fleet = FleetConfig(start_delay_s=job.delay, seed=job.seed)
-    policy = policy_for(job.policy, trace, fleet, job.target, 1, 200)
-    s = summarize(job.policy, simulate(trace, policy, fleet), SLO_S)
+    loop, fleet = setup_policy(job.policy, trace, fleet, job.target, 1, 200)
+    s = summarize(job.policy, simulate(trace, loop, fleet), SLO_S)
     return job, s.slo_attainment, s.replica_seconds
 
 

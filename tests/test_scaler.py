@@ -7,10 +7,11 @@ from prometheus_client import generate_latest
 
 from infleet_operator.api import AutoscalingSpec
 from infleet_operator.autoscaling.observations import Decision
-from infleet_operator.scaler.actuate import plan_replicas, replicas_apply_body
+from infleet_operator.autoscaling.plan import plan_replicas
+from infleet_operator.autoscaling.spec import DEFAULT_LEAD_SECONDS, forecast_lead, policy_params
+from infleet_operator.scaler.actuate import replicas_apply_body
 from infleet_operator.scaler.controller import Autoscaler
 from infleet_operator.scaler.observer import FleetObserver
-from infleet_operator.scaler.params import DEFAULT_LEAD_SECONDS, forecast_lead, policy_params
 from infleet_operator.scaler.samples import MetricsParseError, WorkerSample, parse_worker_metrics
 from infleet_worker.metrics import Metrics
 
@@ -246,7 +247,7 @@ def test_prometheus_queries_and_missing_pods() -> None:
 def test_predictive_scales_down_after_window_whatever_the_tick(tick: float) -> None:
     """Regression: the hold window used to never complete unless it was a multiple of the tick."""
     from infleet_operator.autoscaling.observations import Observation
-    from infleet_operator.autoscaling.policy import make_policy
+    from infleet_operator.autoscaling.registry import make_policy
 
     policy = make_policy(
         "predictive",
@@ -276,7 +277,7 @@ def test_predictive_scales_down_after_window_whatever_the_tick(tick: float) -> N
 def test_predictive_catches_a_steep_ramp_within_a_few_ticks() -> None:
     """A 4 req/s^2 ramp with 5 s pod starts: the slow level alone reacted ~20 s late."""
     from infleet_operator.autoscaling.observations import Observation
-    from infleet_operator.autoscaling.policy import make_policy
+    from infleet_operator.autoscaling.registry import make_policy
 
     policy = make_policy(
         "predictive",

@@ -86,6 +86,13 @@ class PredictiveSpec(Spec):
         description="Prior for requests/s one saturated replica serves; learned from traffic "
         "when unset.",
     )
+    target_utilization: float = Field(
+        default=0.7,
+        gt=0,
+        le=1.5,
+        description="Share of a replica's saturated throughput to plan for; lower keeps more "
+        "headroom for load that rises while pods start.",
+    )
 
 
 class MetricsSourceSpec(Spec):

@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from infleet_operator.autoscaling import Observation, Policy
+from infleet_operator.autoscaling import Observation
+from infleet_operator.autoscaling.spec import ControlLoop
 from infleet_operator.simulator.service import DEFAULT_TABLE, service_times
 from infleet_operator.simulator.streams import Stream, expand
 from infleet_operator.simulator.traces import Trace
 
 DONE, READY, DISPATCH, SCRAPE, TICK = range(5)
+TICK_COLUMNS = ("time", "arrival_rate", "current", "ready", "desired", "forecast", "served_rate")
 STARTING, SERVING, DRAINING, GONE = range(4)
 INF = math.inf
 
@@ -40,6 +42,7 @@ class FleetConfig:
     scrape_interval_s: float = 5.0
     metric_lag_s: float = 2.0
     tick_s: float = 2.0
+    scrape_at_tick: bool = False  # the operator's pod mode: scrape at each decision, no lag
     initial_replicas: int = 0  # 0: enough for the first minute at 70% of saturation
     seed: int = 0
 
@@ -51,7 +54,7 @@ class SimResult:
     duration: float
     replica_seconds: float
     scale_actions: int
-    ticks: np.ndarray  # columns: time, arrival rate, current, ready, desired
+    ticks: np.ndarray  # columns: TICK_COLUMNS
     limited_ticks: int
     completed: int  # requests served (each exactly once)
     timed_out: int  # dropped explicitly: waited past the timeout, or no endpoint
@@ -81,11 +84,11 @@ class _Batcher:
 
 
 class FleetSim:
-    def __init__(self, trace: Trace, policy: Policy, config: FleetConfig | None = None) -> None:
+    def __init__(self, trace: Trace, loop: ControlLoop, config: FleetConfig | None = None) -> None:
         self.cfg = c = config or FleetConfig()
         if c.lb not in ("least-queue", "round-robin"):
             raise ValueError(f"unknown load balancer {c.lb!r}")
-        self.trace, self.policy = trace, policy
+        self.trace, self.loop = trace, loop
         self.arr: list[float] = trace.arrivals.tolist()
         self.n = len(self.arr)
         self.svc = service_times(c.service_table, c.max_batch)
@@ -101,7 +104,7 @@ class FleetSim:
         self.drops: list[list[int]] = [[], [], []]
         self.inflight = self.completed = 0
         self.snaps: deque[tuple[float, int, int, int, int]] = deque()
-        self.tick_rows: list[tuple[float, float, int, int, int]] = []
+        self.tick_rows: list[tuple[float, ...]] = []
         self.reasons: list[tuple[float, int, int, str]] = []
         self.scale_actions = self.limited_ticks = 0
         self._orphan_from: int | None = None  # round-robin with no serving replica
@@ -116,10 +119,14 @@ class FleetSim:
         first = self.trace.rate[:60].mean() if len(self.trace.rate) else 0.0
         cap = c.max_batch / self.svc[c.max_batch]
         start = c.initial_replicas or max(1, math.ceil(first / (0.7 * cap)))
-        start = min(max(start, self.policy.bounds.min_replicas), self.policy.bounds.max_replicas)
+        bounds = self.loop.policy.bounds
+        start = min(max(start, bounds.min_replicas), bounds.max_replicas)
         for _ in range(start):
             self._ready(self._new_replica(-c.start_delay_s), 0.0)
-        self._push(0.0, SCRAPE)
+        if c.scrape_at_tick:
+            self._scrape(0.0)
+        else:
+            self._push(0.0, SCRAPE)
         self._push(c.tick_s, TICK)
         next_progress = end / 10
         heap, pop = self.heap, heapq.heappop
@@ -332,24 +339,31 @@ class FleetSim:
         )
 
     def _tick(self, now: float) -> None:
+        if self.cfg.scrape_at_tick:
+            self._scrape(now)
         obs = self._observe(now)
-        d = self.policy.decide(obs)
+        d, plan = self.loop.step(obs)
         current = obs.current_replicas
-        rate = obs.arrival_rate if obs.arrival_rate is not None else math.nan
-        self.tick_rows.append((now, rate, current, obs.ready_replicas, d.desired_replicas))
+        nan = math.nan
+        rate = obs.arrival_rate if obs.arrival_rate is not None else nan
+        served = obs.completion_rate if obs.completion_rate is not None else nan
+        forecast = d.forecast_rate if d.forecast_rate is not None else nan
+        self.tick_rows.append(
+            (now, rate, current, obs.ready_replicas, plan.replicas, forecast, served)
+        )
         if d.limited_by is not None:
             self.limited_ticks += 1
-        if d.desired_replicas == current:
+        if not plan.changed:
             return
         self.scale_actions += 1
-        self.reasons.append((now, current, d.desired_replicas, d.reason))
-        if d.desired_replicas > current:
+        self.reasons.append((now, current, plan.replicas, plan.reason))
+        if plan.replicas > current:
             delay = self.cfg.start_delay_s
-            for _ in range(d.desired_replicas - current):
+            for _ in range(plan.replicas - current):
                 jitter = 1.0 + self.cfg.start_jitter * (2.0 * self.rng.random() - 1.0)
                 self._push(now + delay * jitter, READY, self._new_replica(now))
         else:
-            self._scale_down(current - d.desired_replicas, now)
+            self._scale_down(current - plan.replicas, now)
 
     def _scale_down(self, k: int, now: float) -> None:
         """Like a ReplicaSet: unready pods first (newest first), then idle, then busy."""
@@ -386,7 +400,7 @@ class FleetSim:
         seconds = 0.0
         for r in self.replicas:
             seconds += max(0.0, min(r.end, end) - max(r.created, 0.0))
-        ticks = np.asarray(self.tick_rows, dtype=np.float64).reshape(-1, 5)
+        ticks = np.asarray(self.tick_rows, dtype=np.float64).reshape(-1, len(TICK_COLUMNS))
         dropped = expand(self.drops)
         return SimResult(
             arrivals=arrivals,
@@ -404,8 +418,8 @@ class FleetSim:
 
 def simulate(
     trace: Trace,
-    policy: Policy,
+    loop: ControlLoop,
     config: FleetConfig | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> SimResult:
-    return FleetSim(trace, policy, config).run(progress)
+    return FleetSim(trace, loop, config).run(progress)
