@@ -61,6 +61,8 @@ def policy_params(
         )
         if p.capacity_per_replica is not None:
             params["capacity_per_replica"] = p.capacity_per_replica
+        if p.burst_quantile is not None:
+            params.update(burst_quantile=p.burst_quantile, burst_max_headroom=p.max_burst_headroom)
     return spec.policy.value, params
 
 

@@ -56,6 +56,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     a("--slo", default="500ms@99%", help="latency@attainment goal, e.g. 500ms@99%% (default)")
     a("--lb", default="least-queue", choices=("least-queue", "round-robin"))
+    a(
+        "--priority-mix",
+        default=None,
+        metavar="S1,S2,..",
+        help="share of requests at priority"
+        " level 1 (highest), 2, ..., e.g. 0.3,0.7; reported per level",
+    )
     a("--plot", default=None, metavar="OUT.png")
     a("--json", action="store_true", help="machine-readable output on stdout")
     g = p.add_argument_group("without -f: compare policies by name on a default spec")
@@ -92,7 +99,9 @@ def run_simulate(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"infleet simulate: {exc}", file=sys.stderr)
         return 2
+    shares = tuple(float(x) for x in args.priority_mix.split(",")) if args.priority_mix else ()
     base = FleetConfig(
+        priority_shares=shares,
         lb=args.lb,
         seed=args.seed,
         start_delay_s=profile.pod_start_seconds,
@@ -169,11 +178,18 @@ def _manifest_mode(
         )
         print()
     else:
-        from infleet_operator.simulator.report import format_table
+        from infleet_operator.simulator.report import (
+            format_priorities,
+            format_table,
+            per_priority,
+        )
 
         print(rh.describe(run, profile))
         print(f"SLO: {slo}")
         print(format_table([run.summary]))
+        levels = per_priority(run.result, slo.latency_s)
+        if levels:
+            print(format_priorities(levels))
         print(rh.format_actions(run))
     if args.plot:
         plot_timelines(

@@ -55,7 +55,10 @@ def validated(name: str, raw_spec: dict[str, Any]) -> Fleet:
     try:
         spec = manifests.parse_spec(raw_spec)
     except ValidationError as exc:
-        lines = "; ".join(f"spec.{line}" for line in manifests.format_errors(exc))
+        lines = "; ".join(
+            f"spec.{line}".replace("spec.<root>: ", "spec: ")
+            for line in manifests.format_errors(exc)
+        )
         raise ValueError(f"{name}: {lines}") from None
     return Fleet(name, raw_spec, spec)
 

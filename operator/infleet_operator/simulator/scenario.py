@@ -39,8 +39,10 @@ def fleet_for_spec(
     spec: InferenceDeploymentSpec, profile: Profile, base: FleetConfig
 ) -> FleetConfig:
     """The data-plane facts of a manifest (batching) and of a measured profile."""
-    b = spec.batching
+    b, auto = spec.batching, spec.autoscaling
     timeout = b.default_timeout_microseconds / 1e6
+    adaptive, shed = auto.overload.adaptive_batching, auto.overload.shedding
+    target = auto.target_queue_depth_per_replica
     return replace(
         base,
         service_table=profile.service_table,
@@ -48,6 +50,10 @@ def fleet_for_spec(
         max_batch=b.max_batch_size,
         max_queue_delay_s=b.max_queue_delay_microseconds / 1e6,
         request_timeout_s=timeout if timeout > 0 else math.inf,
+        overload_max_batch=adaptive.max_batch_size if adaptive.enabled else 0,
+        overload_queue_delay_s=adaptive.max_queue_delay_microseconds / 1e6,
+        overload_queue_per_replica=target,
+        shed_queue_per_replica=(shed.queue_depth_per_replica or 2 * target) if shed.enabled else 0,
     )
 
 
