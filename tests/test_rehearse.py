@@ -6,7 +6,6 @@ import ast
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -119,20 +118,13 @@ def test_a_lower_utilisation_target_buys_attainment_with_replicas() -> None:
 
 
 def test_profile_from_a_running_workers_statistics(mlp_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    import tritonclient.http as httpclient
-
-    with httpclient.InferenceServerClient(mlp_server.http_url) as c:
-        for rows in (1, 4, 4, 16):
-            x = np.zeros((rows, 16), np.float32)
-            i = httpclient.InferInput("input", [rows, 16], "FP32")
-            i.set_data_from_numpy(x)
-            c.infer("mlp", [i])
     status = tmp_path / "idep.json"
     status.write_text(json.dumps({"status": {"podStartSeconds": 41.5}}))
     out = tmp_path / "profile.json"
     url = f"http://{mlp_server.http_url}"
-    assert infleet(["profile", "--url", url, "--model", "mlp", "--status", str(status),
-                    "-o", str(out)]) == 0  # fmt: skip
+    args = ["profile", "--url", url, "--model", "mlp", "--status", str(status), "-o", str(out)]
+    assert infleet(args) == 2 and not out.exists()  # an idle worker has executed no batch
+    assert infleet([*args, "--drive", "2", "--batch-sizes", "1,4,16"]) == 0
     profile = load_profile(out)
     assert [b for b, _ in profile.service_table] == [1, 4, 16]
     assert all(0 < s < 5 for _, s in profile.service_table)

@@ -40,8 +40,9 @@ class Profile:
 
     def to_json(self) -> str:
         data = asdict(self)
-        data["service_table"] = [[b, round(s, 6)] for b, s in self.service_table]
-        return json.dumps(data, indent=2) + "\n"
+        rows = ",\n    ".join(json.dumps([b, round(s, 6)]) for b, s in self.service_table)
+        data["service_table"] = "@TABLE@"
+        return json.dumps(data, indent=2).replace('"@TABLE@"', f"[\n    {rows}\n  ]") + "\n"
 
 
 def load_profile(path: str | Path) -> Profile:

@@ -2,9 +2,11 @@
 
 Reads the worker's statistics extension (``GET /v2/models/<model>/stats``):
 per batch size, how long the worker took from batch to outputs on the device
-it runs on. Pod start-to-Ready comes from the operator's measurement in the
-InferenceDeployment's status (``kubectl get infd NAME -o json > status.json``)
-or from ``--pod-start-seconds``.
+it runs on. With ``--drive N`` it first sends N requests of each batch size,
+one at a time (KServe v2 JSON; ones for integer inputs, zeros for floats), so
+every size is measured even on an idle worker. Pod start-to-Ready comes from
+the operator's measurement in the InferenceDeployment's status
+(``kubectl get infd NAME -o json > status.json``) or from ``--pod-start-seconds``.
 """
 
 from __future__ import annotations
@@ -39,18 +41,61 @@ def add_profile_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="IDEP.json",
         help="`kubectl get infd NAME -o json` output: reads status.podStartSeconds",
     )
+    p.add_argument(
+        "--drive",
+        type=int,
+        default=0,
+        metavar="N",
+        help="send N requests of each batch size first (default: read only)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        default=None,
+        metavar="1,2,4,..",
+        help="sizes to drive (default: powers of 2 up to the model's max batch)",
+    )
     p.add_argument("--device", default="", help="recorded in the profile (e.g. 'H100 80GB')")
     p.add_argument("-o", "--out", default="profile.json")
     p.set_defaults(func=run_profile)
     return p
 
 
-def fetch_statistics(url: str, model: str, timeout_s: float = 10.0) -> dict[str, Any]:
-    with urllib.request.urlopen(
-        f"{url.rstrip('/')}/v2/models/{model}/stats", timeout=timeout_s
-    ) as r:
+def _get(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=timeout_s) as r:
         data: dict[str, Any] = json.load(r)
     return data
+
+
+def fetch_statistics(url: str, model: str) -> dict[str, Any]:
+    return _get(f"{url.rstrip('/')}/v2/models/{model}/stats")
+
+
+def _request(spec: dict[str, Any], size: int) -> dict[str, Any]:
+    shape = [size] + [d if d > 0 else 1 for d in spec["shape"][1:]]
+    count = 1
+    for d in shape:
+        count *= d
+    value = 0.0 if spec["datatype"].startswith(("FP", "BF")) else 1
+    return {"name": spec["name"], "shape": shape, "datatype": spec["datatype"],
+            "data": [value] * count}  # fmt: skip
+
+
+def drive(url: str, model: str, n: int, sizes: list[int] | None) -> list[int]:
+    """Send ``n`` sequential requests of each batch size; returns the sizes driven."""
+    base = f"{url.rstrip('/')}/v2/models/{model}"
+    meta, config = _get(base), _get(f"{base}/config")
+    if not sizes:
+        top = max(int(config.get("max_batch_size") or 1), 1)
+        sizes = sorted({min(1 << k, top) for k in range(top.bit_length() + 1)})
+    for size in sizes:
+        body = json.dumps({"inputs": [_request(i, size) for i in meta["inputs"]]}).encode()
+        for _ in range(n):
+            req = urllib.request.Request(
+                f"{base}/infer", body, {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(req, timeout=60) as r:
+                r.read()
+    return sizes
 
 
 def pod_start_from_status(path: str) -> float:
@@ -66,6 +111,10 @@ def pod_start_from_status(path: str) -> float:
 
 def run_profile(args: argparse.Namespace) -> int:
     try:
+        if args.drive > 0:
+            sizes = [int(x) for x in args.batch_sizes.split(",")] if args.batch_sizes else None
+            driven = drive(args.url, args.model, args.drive, sizes)
+            print(f"drove {args.drive} request(s) of each batch size {driven}")
         table = table_from_statistics(fetch_statistics(args.url, args.model), args.model)
         start = args.pod_start_seconds
         if args.status:
