@@ -116,5 +116,5 @@ def plot_timelines(timelines: list[Timeline], slo_ms: float, path: str, title: s
     if title:
         axes[0].set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -122,9 +122,10 @@ def cheapest_meeting(runs: list[Run], slo: Slo) -> Run | None:
 
 
 def format_sweep(path: str, values: list[object], runs: list[Run], slo: Slo) -> str:
-    width = max(len(str(v)) for v in values) + 2
+    name = path.rsplit(".", 1)[-1]
+    width = max(len(name), *(len(str(v)) for v in values)) + 2
     head = (
-        f"{path.rsplit('.', 1)[-1]:<{width}} {'SLO att.':>9} {'p99 ms':>8} {'replica-s':>10}"
+        f"{name:<{width}} {'SLO att.':>9} {'p99 ms':>8} {'replica-s':>10}"
         f" {'GPU-h':>8} {'actions':>7}  frontier"
     )
     lines = [f"sweep of {path} (SLO: {slo})", head, "-" * len(head)]
