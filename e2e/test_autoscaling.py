@@ -15,12 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from kubernetes import client
 
 from fleet.endpoints import EndpointWatcher
 from fleet.operator import OperatorProcess, install_operator_prereqs
+from fleet.sim_to_real import Track, compare, replay, sim_track
 from fleet.traffic import FleetTraffic, ramp_schedule
+from infleet_operator.simulator.profile import Profile, table_from_statistics
+from infleet_operator.simulator.profile_cli import fetch_statistics
 from kube_harness.testing import unique, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -77,12 +81,13 @@ def ns(cluster: Any) -> Iterator[str]:
 class StatusRecorder:
     """Samples status every 0.5 s: (t, queueDepth, readyReplicas, desiredReplicas)."""
 
-    def __init__(self, custom: Any, ns: str, name: str) -> None:
+    def __init__(self, custom: Any, ns: str, name: str, t0: float | None = None) -> None:
         self.custom, self.ns, self.name = custom, ns, name
         self.samples: list[tuple[float, float | None, int, int | None]] = []
+        self.pod_start: list[float] = []  # status.podStartSeconds as it was published
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self.t0 = time.monotonic()
+        self.t0 = time.monotonic() if t0 is None else t0
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
@@ -94,6 +99,8 @@ class StatusRecorder:
                 continue
             st = obj.get("status") or {}
             auto = st.get("autoscaler") or {}
+            if st.get("podStartSeconds") is not None:
+                self.pod_start.append(float(st["podStartSeconds"]))
             self.samples.append(
                 (
                     time.monotonic() - self.t0,
@@ -142,7 +149,7 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
     watcher = EndpointWatcher(api, ns, f"{name}-headless").start()
     traffic = FleetTraffic(lambda: watcher.addresses, "synthetic", port=8000)
     try:
-        with StatusRecorder(custom, ns, name) as rec:
+        with StatusRecorder(custom, ns, name, t0=traffic.stats.t0) as rec:
             asyncio.run(traffic.run(ramp_schedule(RAMP), RAMP[-1][0]))
 
             # Scale-down to minReplicas once traffic has stopped.
@@ -151,6 +158,9 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
                 return dep.spec.replicas == MIN and (dep.status.ready_replicas or 0) == MIN
 
             wait_for(back_to_min, timeout=150, interval=1, what="scale-down to minReplicas")
+        # The profile of this run: a surviving worker's batch statistics.
+        worker = watcher.addresses[0]
+        statistics = fetch_statistics(f"http://{worker}:8000", "synthetic")
     finally:
         watcher.stop()
         asyncio.run(traffic.close())
@@ -193,3 +203,25 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
     assert auto["policy"] == "predictive"
     assert auto["history"] and auto["history"][-1]["toReplicas"] == MIN
     assert obj["metadata"]["generation"] == 1  # the operator never wrote the spec
+
+    # Sim-to-real: the simulator, given this run's arrivals and this run's measured profile,
+    # predicts what the autoscaler did.
+    end = rec.samples[-1][0]
+    last = int(end)
+    counts = [stats.seconds[s].sent if s in stats.seconds else 0 for s in range(last + 1)]
+    pod_start = sorted(rec.pod_start)[len(rec.pod_start) // 2]
+    profile = Profile(table_from_statistics(statistics, "synthetic"), pod_start, source=worker)
+    (tmp_path / "profile.json").write_text(profile.to_json())
+    (tmp_path / "arrivals.csv").write_text("count\n" + "\n".join(map(str, counts)) + "\n")
+    real = Track(
+        np.array([t for t, *_ in rec.samples]),
+        np.array([d if d is not None else MIN for *_, d in rec.samples], dtype=np.float64),
+        end,
+    )
+    simulated = replay(name, SPEC, counts, end, profile, initial=MIN)
+    result = compare(real, sim_track(simulated, MIN))
+    print(f"sim-to-real (profile {profile.to_json()}):\n{result.report()}")
+    period = SPEC["autoscaling"]["intervalSeconds"]
+    assert result.cost_error <= 0.15, result.report()
+    assert abs(result.real_peak - result.sim_peak) <= 1, result.report()
+    assert result.worst_scale_up_gap() <= period, result.report()

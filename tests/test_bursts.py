@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
@@ -76,27 +74,26 @@ def test_adaptive_batching_trades_latency_for_throughput_while_overloaded() -> N
     trace = _overload_trace(100.0, 180)
     base = FleetConfig(service_table=TABLE, max_batch=8, request_timeout_s=5.0)
 
-    def run(boost: int) -> tuple[float, int]:
-        cfg = replace(
-            base,
-            overload_max_batch=boost,
-            overload_queue_delay_s=0.02,
-            overload_queue_per_replica=8,
-        )
-        loop, cfg = setup_policy("hpa", trace, cfg, min_replicas=1, max_replicas=1)
+    def run(enabled: bool) -> tuple[float, int]:
+        adaptive = {"enabled": enabled, "maxBatchSize": 64, "maxQueueDelayMicroseconds": 20_000}
+        loop, cfg = setup_policy("hpa", trace, base, 8, 1, 1, extra={
+            "overload": {"adaptiveBatching": adaptive}})  # fmt: skip
+        assert cfg.overload_max_batch == (64 if enabled else 0)
         r = simulate(trace, loop, cfg)
         return summarize("hpa", r, 2.0).slo_attainment, r.timed_out
 
-    plain, boosted = run(0), run(64)
+    plain, boosted = run(False), run(True)
     assert plain[1] > 1000 and boosted[1] == 0
     assert boosted[0] > 0.95 > plain[0]
 
 
 def test_shedding_refuses_the_lowest_priority_so_the_highest_keeps_its_slo() -> None:
     trace = _overload_trace(90.0, 300)
-    cfg = FleetConfig(service_table=TABLE, max_batch=8, request_timeout_s=5.0,
-                      priority_shares=(0.3, 0.7), shed_queue_per_replica=4.0)  # fmt: skip
-    loop, cfg = setup_policy("hpa", trace, cfg, min_replicas=1, max_replicas=1)
+    base = FleetConfig(service_table=TABLE, max_batch=8, request_timeout_s=5.0,
+                       priority_shares=(0.3, 0.7))  # fmt: skip
+    shed = {"shedding": {"enabled": True, "queueDepthPerReplica": 4}}
+    loop, cfg = setup_policy("hpa", trace, base, 8, 1, 1, extra={"overload": shed})
+    assert cfg.shed_queue_per_replica == 4
     r = simulate(trace, loop, cfg)
     assert r.refused is not None and r.priority is not None
     refused = int(r.refused.sum())

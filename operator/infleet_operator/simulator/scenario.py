@@ -8,7 +8,9 @@ operator's timer takes: a policy named on the command line is a default
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from infleet_operator.api import AutoscalingSpec, InferenceDeploymentSpec, PolicyName
 from infleet_operator.autoscaling.spec import (
@@ -39,17 +41,25 @@ def fleet_for_spec(
     spec: InferenceDeploymentSpec, profile: Profile, base: FleetConfig
 ) -> FleetConfig:
     """The data-plane facts of a manifest (batching) and of a measured profile."""
-    b, auto = spec.batching, spec.autoscaling
+    b = spec.batching
     timeout = b.default_timeout_microseconds / 1e6
-    adaptive, shed = auto.overload.adaptive_batching, auto.overload.shedding
-    target = auto.target_queue_depth_per_replica
-    return replace(
+    fleet = replace(
         base,
         service_table=profile.service_table,
         start_delay_s=profile.pod_start_seconds,
         max_batch=b.max_batch_size,
         max_queue_delay_s=b.max_queue_delay_microseconds / 1e6,
         request_timeout_s=timeout if timeout > 0 else math.inf,
+    )
+    return with_overload(fleet, spec.autoscaling)
+
+
+def with_overload(fleet: FleetConfig, auto: AutoscalingSpec) -> FleetConfig:
+    """``spec.autoscaling.overload``: what workers do while new pods start."""
+    adaptive, shed = auto.overload.adaptive_batching, auto.overload.shedding
+    target = auto.target_queue_depth_per_replica
+    return replace(
+        fleet,
         overload_max_batch=adaptive.max_batch_size if adaptive.enabled else 0,
         overload_queue_delay_s=adaptive.max_queue_delay_microseconds / 1e6,
         overload_queue_per_replica=target,
@@ -70,13 +80,14 @@ def spec_for_policy(
     max_replicas: int,
     capacity_per_replica: float,
     interval_s: int | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> AutoscalingSpec:
     """``spec.autoscaling`` for a policy named on the command line.
 
     ``target`` is the policy's main knob: targetQueueDepthPerReplica for hpa and
-    kpa, predictive.targetUtilization for predictive.
+    kpa, predictive.targetUtilization for predictive. ``extra``: more fields, camelCase.
     """
-    raw: dict[str, object] = {
+    raw: dict[str, Any] = {
         "enabled": True,
         "policy": name,
         "minReplicas": min_replicas,
@@ -87,10 +98,19 @@ def spec_for_policy(
         raw["intervalSeconds"] = interval_s
     if target is not None:
         if name == PolicyName.PREDICTIVE:
-            raw["predictive"] = {**raw["predictive"], "targetUtilization": target}  # type: ignore[dict-item]
+            raw["predictive"] = {**raw["predictive"], "targetUtilization": target}
         else:
             raw["targetQueueDepthPerReplica"] = target
-    return AutoscalingSpec.model_validate(raw)
+    return AutoscalingSpec.model_validate(_merged(raw, extra or {}))
+
+
+def _merged(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = (
+            _merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+        )
+    return out
 
 
 def setup_oracle(
@@ -134,10 +154,11 @@ def setup_policy(
     min_replicas: int = 1,
     max_replicas: int = 100,
     interval_s: int | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Setup:
     """A named policy with the simulated model's facts (its capacity as the prior)."""
     if name == "oracle":
         return setup_oracle(trace, fleet, target, min_replicas, max_replicas, interval_s)
     capacity = saturated_throughput(fleet.service_table, fleet.max_batch)
-    auto = spec_for_policy(name, target, min_replicas, max_replicas, capacity, interval_s)
-    return setup_for_spec(auto, fleet)
+    auto = spec_for_policy(name, target, min_replicas, max_replicas, capacity, interval_s, extra)
+    return setup_for_spec(auto, with_overload(fleet, auto))

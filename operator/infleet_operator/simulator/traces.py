@@ -146,6 +146,16 @@ def load_csv(path: str | Path, duration: float | None = None) -> Trace:
             col, kind = header.index(name), name
             break
     values = np.array([float(r[col]) for r in body], dtype=np.float64)
+    return from_values(values, kind, duration, Path(path).name)
+
+
+def load_counts(counts: np.ndarray, duration: float | None = None, name: str = "counts") -> Trace:
+    """A trace from requests per second (spread uniformly inside each second)."""
+    return from_values(counts, "count", duration, name)
+
+
+def from_values(values: np.ndarray, kind: str, duration: float | None, name: str) -> Trace:
+    """Per-second ``count`` or ``rate`` values, or request ``timestamp``s, as a trace."""
     rng = np.random.default_rng(0)
     if kind in ("count", "rate"):
         rate = values
@@ -157,7 +167,7 @@ def load_csv(path: str | Path, duration: float | None = None) -> Trace:
     arrivals = arrivals[arrivals < end]
     rate = np.pad(rate, (0, max(0, int(end) - len(rate))))[: int(end)]
     smooth = np.convolve(rate, np.ones(5) / 5.0, mode="same")
-    return Trace(Path(path).name, arrivals, smooth, end)
+    return Trace(name, arrivals, smooth, end)
 
 
 def _spread_counts(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
