@@ -160,3 +160,27 @@ def test_simulate_a_manifest_on_a_counts_csv(
     assert "cheapest setting meeting the SLO" in out or "no value meets the SLO" in out
     assert infleet([*args, "--set", "autoscaling.minReplicas=50"]) == 2
     assert "minReplicas" in capsys.readouterr().err
+
+
+def test_prometheus_range_reply_becomes_a_per_second_trace() -> None:
+    from infleet_operator.simulator.prometheus_trace import (
+        parse_duration,
+        per_second_rate,
+        range_query,
+    )
+    from infleet_operator.simulator.traces import from_values
+
+    assert parse_duration("7d") == 7 * 86400 and parse_duration("90s") == 90
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration("a week")
+    query, step = range_query(7 * 86400, 'namespace="prod"')
+    assert 7 * 86400 / step <= 11_000 and step % 15 == 0
+    assert query.startswith('sum(rate(infleet_request_arrivals_total{namespace="prod"}[')
+    reply = {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {}, "values": [[1000, "10"], [1060, "30"], [1120, "NaN"]]}]}}  # fmt: skip
+    rate = per_second_rate(reply, 60.0)
+    assert len(rate) == 180 and rate[0] == 10 and rate[30] == pytest.approx(20) and rate[-1] == 0
+    trace = from_values(rate, "rate", None, "prometheus")
+    assert trace.duration == 180 and 1500 < len(trace.arrivals) < 3500
+    with pytest.raises(ValueError, match="no infleet_request_arrivals_total"):
+        per_second_rate({"status": "success", "data": {"result": []}}, 60.0)

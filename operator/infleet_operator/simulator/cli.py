@@ -35,6 +35,15 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     a("-f", "--filename", default=None, metavar="FLEET.yaml", help="an InferenceDeployment")
     a("--name", default=None, help="which InferenceDeployment, if the file has several")
     a("--trace", default="diurnal", help="diurnal|bursty|flash|step|mixed or a CSV/log path")
+    a(
+        "--prometheus",
+        default=None,
+        metavar="URL",
+        help="trace from this Prometheus:"
+        " infleet_request_arrivals_total over --since (replaces --trace)",
+    )
+    a("--since", default="1d", help="with --prometheus: how far back (e.g. 6h, 7d)")
+    a("--selector", default="", help='with --prometheus: label matchers, e.g. namespace="prod"')
     a("--duration", type=float, default=None, help="seconds (default: the file's, or one day)")
     a("--rate", type=float, default=120.0, help="mean req/s of a synthetic trace")
     a("--seed", type=int, default=0)
@@ -95,7 +104,12 @@ def run_simulate(args: argparse.Namespace) -> int:
         slo = parse_slo(args.slo)
         profile = load_profile(args.profile) if args.profile else Profile()
         profile = with_pod_start(profile, args.start_delay)
-        trace = make_trace(args.trace, args.duration, args.rate, args.seed)
+        if args.prometheus:
+            from infleet_operator.simulator.prometheus_trace import load_prometheus
+
+            trace = load_prometheus(args.prometheus, args.since, args.selector)
+        else:
+            trace = make_trace(args.trace, args.duration, args.rate, args.seed)
     except (OSError, ValueError) as exc:
         print(f"infleet simulate: {exc}", file=sys.stderr)
         return 2
