@@ -78,8 +78,11 @@ def ns(cluster: Any) -> Iterator[str]:
     core.delete_namespace(name)
 
 
+RECORD_S = 0.25  # how often the test reads status: the resolution of the times it sees
+
+
 class StatusRecorder:
-    """Samples status every 0.5 s: (t, queueDepth, readyReplicas, desiredReplicas)."""
+    """Samples status every RECORD_S: (t, queueDepth, readyReplicas, desiredReplicas)."""
 
     def __init__(self, custom: Any, ns: str, name: str, t0: float | None = None) -> None:
         self.custom, self.ns, self.name = custom, ns, name
@@ -90,7 +93,7 @@ class StatusRecorder:
         self.t0 = time.monotonic() if t0 is None else t0
 
     def _run(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(RECORD_S):
             try:
                 obj = self.custom.get_namespaced_custom_object(
                     GROUP, VERSION, self.ns, PLURAL, self.name
@@ -167,7 +170,7 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
 
     stats = traffic.stats
     print(f"\nserved {stats.total_ok}, failed {stats.total_failed}; kinds {stats.error_kinds()}")
-    for t, q, r, d in rec.samples[::4]:
+    for t, q, r, d in rec.samples[:: int(2 / RECORD_S)]:
         print(f"  t={t:5.1f}s queue={q} ready={r} desired={d}")
     assert stats.total_ok > 5000
     assert stats.total_failed == 0, stats.failures[:5]
@@ -210,7 +213,8 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
     last = int(end)
     counts = [stats.seconds[s].sent if s in stats.seconds else 0 for s in range(last + 1)]
     pod_start = sorted(rec.pod_start)[len(rec.pod_start) // 2]
-    profile = Profile(table_from_statistics(statistics, "synthetic"), pod_start, source=worker)
+    table = table_from_statistics(statistics, "synthetic")
+    profile = Profile(table, pod_start, "synthetic", "cpu (synthetic)", f"http://{worker}:8000")
     (tmp_path / "profile.json").write_text(profile.to_json())
     (tmp_path / "arrivals.csv").write_text("count\n" + "\n".join(map(str, counts)) + "\n")
     real = Track(
@@ -221,7 +225,10 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
     simulated = replay(name, SPEC, counts, end, profile, initial=MIN)
     result = compare(real, sim_track(simulated, MIN))
     print(f"sim-to-real (profile {profile.to_json()}):\n{result.report()}")
+    # Tolerances: replica-seconds within 15%, peak within 1, and the time the fleet was
+    # first asked for each count within one decision period (plus the resolution at which
+    # this test sees status: the real decision came up to RECORD_S before it was seen).
     period = SPEC["autoscaling"]["intervalSeconds"]
     assert result.cost_error <= 0.15, result.report()
     assert abs(result.real_peak - result.sim_peak) <= 1, result.report()
-    assert result.worst_scale_up_gap() <= period, result.report()
+    assert result.worst_scale_up_gap() <= period + RECORD_S, result.report()

@@ -61,9 +61,10 @@ class Comparison:
         return max(gaps, default=0.0)
 
     def report(self) -> str:
+        signed = self.sim_replica_seconds / self.real_replica_seconds - 1
         lines = [
             f"replica-seconds real {self.real_replica_seconds:.0f} sim "
-            f"{self.sim_replica_seconds:.0f} ({self.cost_error:+.1%} off)",
+            f"{self.sim_replica_seconds:.0f} (sim {signed:+.1%})",
             f"peak replicas real {self.real_peak} sim {self.sim_peak}",
         ]
         for k, (a, b) in sorted(self.scale_ups.items()):
