@@ -160,6 +160,11 @@ def test_simulate_a_manifest_on_a_counts_csv(
     assert "cheapest setting meeting the SLO" in out or "no value meets the SLO" in out
     assert infleet([*args, "--set", "autoscaling.minReplicas=50"]) == 2
     assert "minReplicas" in capsys.readouterr().err
+    cpu = str(ROOT / "manifests" / "examples" / "cpu-minimal.yaml")
+    assert infleet(["simulate", "-f", cpu, "--trace", str(trace)]) == 2
+    assert "--set autoscaling.enabled=true" in capsys.readouterr().err
+    on = ["--set", "autoscaling.enabled=true"]
+    assert infleet(["simulate", "-f", cpu, "--trace", str(trace), *on]) == 0
 
 
 def test_prometheus_range_reply_becomes_a_per_second_trace() -> None:

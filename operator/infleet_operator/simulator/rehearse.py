@@ -61,6 +61,11 @@ def rehearse(
     progress: Callable[[float], None] | None = None,
 ) -> Run:
     """Simulate ``fleet``'s manifest exactly as the operator would scale it."""
+    if not fleet.spec.autoscaling.enabled:
+        raise ValueError(
+            f"{fleet.name}: autoscaling is off in this manifest (the operator keeps "
+            f"spec.replicas={fleet.spec.replicas}); try it with --set autoscaling.enabled=true"
+        )
     config = fleet_for_spec(fleet.spec, profile, base)
     loop, config = setup_for_spec(fleet.spec.autoscaling, config)
     result = simulate(trace, loop, config, progress)
