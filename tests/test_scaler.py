@@ -133,8 +133,6 @@ def test_tick_scales_up_under_load_and_records_history() -> None:
             samples=samples,
             current_replicas=1,
             ready_replicas=1,
-            spec=spec,
-            pod_start_s=10.0,
         )
         if outcome.plan.changed:
             break
@@ -153,8 +151,6 @@ def test_tick_holds_when_metrics_missing() -> None:
         samples={"a": None},
         current_replicas=3,
         ready_replicas=3,
-        spec=spec,
-        pod_start_s=None,
     )
     assert outcome.plan.replicas == 3 and not outcome.plan.changed
 
@@ -203,16 +199,12 @@ def test_status_patch_sets_scaling_limited_and_keeps_other_conditions() -> None:
         samples={"a": _s(0, 0)},
         current_replicas=2,
         ready_replicas=2,
-        spec=spec,
-        pod_start_s=10.0,
     )
     outcome = scaler.tick(
         now=15.0,
         samples={"a": _s(1000, 900, queue=50, inflight=60)},
         current_replicas=2,
         ready_replicas=2,
-        spec=spec,
-        pod_start_s=10.0,
     )
     assert outcome.decision.limited_by == "max"
     body = {

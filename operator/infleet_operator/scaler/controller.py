@@ -62,8 +62,6 @@ class Autoscaler:
         samples: dict[str, WorkerSample | None],
         current_replicas: int,
         ready_replicas: int,
-        spec: AutoscalingSpec,
-        pod_start_s: float | None,
         wall: datetime | None = None,
     ) -> TickOutcome:
         view = self.observer.observe(now, samples, current_replicas, ready_replicas)
