@@ -221,11 +221,11 @@ def _write_plot(stats: Any, recorder: DemoRecorder, path: Path) -> None:
     say(f"plot of the run (offered vs served, replicas ready/desired, forecast, p99): {path}")
 
 
-def _write_rehearsal(stats: Any, run_dir: Path, manifest: Path) -> None:
+def _write_rehearsal(stats: Any, run_dir: Path, manifest: Path, seconds: float) -> None:
     """The offered load as a trace, and the command that replays it through the simulator."""
     trace = run_dir / "demo-traffic.csv"
-    last = max(stats.seconds, default=-1)
-    counts = [stats.seconds[s].sent if s in stats.seconds else 0 for s in range(last + 1)]
+    last = max(int(seconds), max(stats.seconds, default=-1) + 1)
+    counts = [stats.seconds[s].sent if s in stats.seconds else 0 for s in range(last)]
     trace.write_text("count\n" + "\n".join(map(str, counts)) + "\n")
     say(
         f"replay it: infleet simulate -f {manifest} --trace {trace} "
@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
         stats, recorder = asyncio.run(_drive(cluster, custom, args))
         ok, failed, failures = stats.total_ok, stats.total_failed, stats.failures
         _write_plot(stats, recorder, run_dir / "demo-timeline.png")
-        _write_rehearsal(stats, run_dir, manifest)
+        _write_rehearsal(stats, run_dir, manifest, RAMP[-1][0] * args.speed)
         print(cluster.run_kubectl("get", "inferencedeployments", "-o", "wide"))
         print(
             cluster.run_kubectl(
