@@ -232,3 +232,6 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
     assert result.cost_error <= 0.15, result.report()
     assert abs(result.real_peak - result.sim_peak) <= 1, result.report()
     assert result.worst_scale_up_gap() <= period + RECORD_S, result.report()
+
+    # The autoscaler's writes are its own field manager's: never drift to correct.
+    assert "edited outside the operator" not in operator.text()
