@@ -53,8 +53,10 @@ SPEC: dict[str, Any] = {
     },
     "terminationGracePeriodSeconds": 20,
 }
-# req/s over time: idle trickle, a 60 s ramp to ~2.5 replicas' worth, hold, stop.
-RAMP = [(0, 10), (10, 10), (70, 170), (85, 170), (90, 0)]
+# req/s over time: idle trickle, a 70 s ramp to ~2.5 replicas' worth, hold, stop. The
+# plateau sits well past the 3 -> 4 replica threshold (3 x 80 x 0.7 = 168 req/s) so that
+# the time of each scale-up is set by the ramp, not by noise at the top of it.
+RAMP = [(0, 10), (10, 10), (80, 200), (95, 200), (100, 0)]
 
 
 @pytest.fixture(scope="module")
