@@ -15,12 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from kubernetes import client
 
 from fleet.endpoints import EndpointWatcher
 from fleet.operator import OperatorProcess, install_operator_prereqs
+from fleet.sim_to_real import Track, compare, replay, sim_track
 from fleet.traffic import FleetTraffic, ramp_schedule
+from infleet_operator.simulator.profile import Profile, table_from_statistics
+from infleet_operator.simulator.profile_cli import fetch_statistics
 from kube_harness.testing import unique, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -49,8 +53,10 @@ SPEC: dict[str, Any] = {
     },
     "terminationGracePeriodSeconds": 20,
 }
-# req/s over time: idle trickle, a 60 s ramp to ~2.5 replicas' worth, hold, stop.
-RAMP = [(0, 10), (10, 10), (70, 170), (85, 170), (90, 0)]
+# req/s over time: idle trickle, a 70 s ramp to ~2.5 replicas' worth, hold, stop. The
+# plateau sits well past the 3 -> 4 replica threshold (3 x 80 x 0.7 = 168 req/s) so that
+# the time of each scale-up is set by the ramp, not by noise at the top of it.
+RAMP = [(0, 10), (10, 10), (80, 200), (95, 200), (100, 0)]
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +80,22 @@ def ns(cluster: Any) -> Iterator[str]:
     core.delete_namespace(name)
 
 
-class StatusRecorder:
-    """Samples status every 0.5 s: (t, queueDepth, readyReplicas, desiredReplicas)."""
+RECORD_S = 0.25  # how often the test reads status: the resolution of the times it sees
 
-    def __init__(self, custom: Any, ns: str, name: str) -> None:
+
+class StatusRecorder:
+    """Samples status every RECORD_S: (t, queueDepth, readyReplicas, desiredReplicas)."""
+
+    def __init__(self, custom: Any, ns: str, name: str, t0: float | None = None) -> None:
         self.custom, self.ns, self.name = custom, ns, name
         self.samples: list[tuple[float, float | None, int, int | None]] = []
+        self.pod_start: list[float] = []  # status.podStartSeconds as it was published
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self.t0 = time.monotonic()
+        self.t0 = time.monotonic() if t0 is None else t0
 
     def _run(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(RECORD_S):
             try:
                 obj = self.custom.get_namespaced_custom_object(
                     GROUP, VERSION, self.ns, PLURAL, self.name
@@ -94,6 +104,8 @@ class StatusRecorder:
                 continue
             st = obj.get("status") or {}
             auto = st.get("autoscaler") or {}
+            if st.get("podStartSeconds") is not None:
+                self.pod_start.append(float(st["podStartSeconds"]))
             self.samples.append(
                 (
                     time.monotonic() - self.t0,
@@ -142,7 +154,7 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
     watcher = EndpointWatcher(api, ns, f"{name}-headless").start()
     traffic = FleetTraffic(lambda: watcher.addresses, "synthetic", port=8000)
     try:
-        with StatusRecorder(custom, ns, name) as rec:
+        with StatusRecorder(custom, ns, name, t0=traffic.stats.t0) as rec:
             asyncio.run(traffic.run(ramp_schedule(RAMP), RAMP[-1][0]))
 
             # Scale-down to minReplicas once traffic has stopped.
@@ -151,13 +163,16 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
                 return dep.spec.replicas == MIN and (dep.status.ready_replicas or 0) == MIN
 
             wait_for(back_to_min, timeout=150, interval=1, what="scale-down to minReplicas")
+        # The profile of this run: a surviving worker's batch statistics.
+        worker = watcher.addresses[0]
+        statistics = fetch_statistics(f"http://{worker}:8000", "synthetic")
     finally:
         watcher.stop()
         asyncio.run(traffic.close())
 
     stats = traffic.stats
     print(f"\nserved {stats.total_ok}, failed {stats.total_failed}; kinds {stats.error_kinds()}")
-    for t, q, r, d in rec.samples[::4]:
+    for t, q, r, d in rec.samples[:: int(2 / RECORD_S)]:
         print(f"  t={t:5.1f}s queue={q} ready={r} desired={d}")
     assert stats.total_ok > 5000
     assert stats.total_failed == 0, stats.failures[:5]
@@ -193,5 +208,32 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
     assert auto["policy"] == "predictive"
     assert auto["history"] and auto["history"][-1]["toReplicas"] == MIN
     assert obj["metadata"]["generation"] == 1  # the operator never wrote the spec
+
+    # Sim-to-real: the simulator, given this run's arrivals and this run's measured profile,
+    # predicts what the autoscaler did.
+    end = rec.samples[-1][0]
+    last = int(end)
+    counts = [stats.seconds[s].sent if s in stats.seconds else 0 for s in range(last + 1)]
+    pod_start = sorted(rec.pod_start)[len(rec.pod_start) // 2]
+    table = table_from_statistics(statistics, "synthetic")
+    profile = Profile(table, pod_start, "synthetic", "cpu (synthetic)", f"http://{worker}:8000")
+    (tmp_path / "profile.json").write_text(profile.to_json())
+    (tmp_path / "arrivals.csv").write_text("count\n" + "\n".join(map(str, counts)) + "\n")
+    real = Track(
+        np.array([t for t, *_ in rec.samples]),
+        np.array([d if d is not None else MIN for *_, d in rec.samples], dtype=np.float64),
+        end,
+    )
+    simulated = replay(name, SPEC, counts, end, profile, initial=MIN)
+    result = compare(real, sim_track(simulated, MIN))
+    print(f"sim-to-real (profile {profile.to_json()}):\n{result.report()}")
+    # Tolerances: replica-seconds within 15%, peak within 1, and the time the fleet was
+    # first asked for each count within one decision period (plus the resolution at which
+    # this test sees status: the real decision came up to RECORD_S before it was seen).
+    period = SPEC["autoscaling"]["intervalSeconds"]
+    assert result.cost_error <= 0.15, result.report()
+    assert abs(result.real_peak - result.sim_peak) <= 1, result.report()
+    assert result.worst_scale_up_gap() <= period + RECORD_S, result.report()
+
     # The autoscaler's writes are its own field manager's: never drift to correct.
     assert "edited outside the operator" not in operator.text()

@@ -7,10 +7,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from infleet_operator.api import AutoscalingSpec
 from infleet_operator.autoscaling.observations import Decision
-from infleet_operator.scaler.actuate import plan_replicas, replicas_apply_body
+from infleet_operator.autoscaling.plan import plan_replicas
+from infleet_operator.autoscaling.spec import DEFAULT_LEAD_SECONDS, forecast_lead, policy_params
+from infleet_operator.scaler.actuate import replicas_apply_body
 from infleet_operator.scaler.controller import Autoscaler
 from infleet_operator.scaler.observer import FleetObserver
-from infleet_operator.scaler.params import DEFAULT_LEAD_SECONDS, forecast_lead, policy_params
 from infleet_operator.scaler.samples import MetricsParseError, WorkerSample, parse_worker_metrics
 from infleet_worker.metrics import BatchMetrics, RequestMetrics, ready_gauge
 
@@ -134,8 +135,6 @@ def test_tick_scales_up_under_load_and_records_history() -> None:
             samples=samples,
             current_replicas=1,
             ready_replicas=1,
-            spec=spec,
-            pod_start_s=10.0,
         )
         if outcome.plan.changed:
             break
@@ -154,8 +153,6 @@ def test_tick_holds_when_metrics_missing() -> None:
         samples={"a": None},
         current_replicas=3,
         ready_replicas=3,
-        spec=spec,
-        pod_start_s=None,
     )
     assert outcome.plan.replicas == 3 and not outcome.plan.changed
 
@@ -204,16 +201,12 @@ def test_status_patch_sets_scaling_limited_and_keeps_other_conditions() -> None:
         samples={"a": _s(0, 0)},
         current_replicas=2,
         ready_replicas=2,
-        spec=spec,
-        pod_start_s=10.0,
     )
     outcome = scaler.tick(
         now=15.0,
         samples={"a": _s(1000, 900, queue=50, inflight=60)},
         current_replicas=2,
         ready_replicas=2,
-        spec=spec,
-        pod_start_s=10.0,
     )
     assert outcome.decision.limited_by == "max"
     body = {
@@ -248,7 +241,7 @@ def test_prometheus_queries_and_missing_pods() -> None:
 def test_predictive_scales_down_after_window_whatever_the_tick(tick: float) -> None:
     """Regression: the hold window used to never complete unless it was a multiple of the tick."""
     from infleet_operator.autoscaling.observations import Observation
-    from infleet_operator.autoscaling.policy import make_policy
+    from infleet_operator.autoscaling.registry import make_policy
 
     policy = make_policy(
         "predictive",
@@ -278,7 +271,7 @@ def test_predictive_scales_down_after_window_whatever_the_tick(tick: float) -> N
 def test_predictive_catches_a_steep_ramp_within_a_few_ticks() -> None:
     """A 4 req/s^2 ramp with 5 s pod starts: the slow level alone reacted ~20 s late."""
     from infleet_operator.autoscaling.observations import Observation
-    from infleet_operator.autoscaling.policy import make_policy
+    from infleet_operator.autoscaling.registry import make_policy
 
     policy = make_policy(
         "predictive",

@@ -10,7 +10,7 @@ import pytest
 from infleet_operator.simulator.cli import main
 from infleet_operator.simulator.fleet import FleetConfig, simulate
 from infleet_operator.simulator.report import summarize
-from infleet_operator.simulator.scenario import policy_for
+from infleet_operator.simulator.scenario import setup_policy
 from infleet_operator.simulator.streams import expand
 from infleet_operator.simulator.traces import load_csv, synthetic
 
@@ -20,7 +20,7 @@ from infleet_operator.simulator.traces import load_csv, synthetic
 def test_every_request_completes_or_is_counted_dropped(lb: str, policy: str) -> None:
     trace = synthetic("flash", 1800, 80, seed=3)
     fleet = FleetConfig(lb=lb, start_delay_s=60, request_timeout_s=5.0)
-    result = simulate(trace, policy_for(policy, trace, fleet, max_replicas=30), fleet)
+    result = simulate(trace, *setup_policy(policy, trace, fleet, max_replicas=30))
     n = len(trace.arrivals)
     assert result.completed + result.timed_out == n
     served = ~np.isnan(result.latency)
@@ -33,7 +33,7 @@ def test_same_seed_same_result() -> None:
     def once() -> tuple[np.ndarray, float, int]:
         trace = synthetic("bursty", 1200, 100, seed=11)
         fleet = FleetConfig(seed=11, lb="round-robin")
-        r = simulate(trace, policy_for("predictive", trace, fleet), fleet)
+        r = simulate(trace, *setup_policy("predictive", trace, fleet))
         return r.latency, r.replica_seconds, r.scale_actions
 
     a, b = once(), once()
@@ -44,7 +44,7 @@ def test_same_seed_same_result() -> None:
 def test_overload_times_out_instead_of_waiting_forever() -> None:
     trace = synthetic("step", 600, 400, seed=1)
     fleet = FleetConfig(request_timeout_s=2.0)
-    r = simulate(trace, policy_for("hpa", trace, fleet, max_replicas=1), fleet)
+    r = simulate(trace, *setup_policy("hpa", trace, fleet, max_replicas=1))
     s = summarize("hpa", r, 0.5)
     assert r.timed_out > 0 and s.slo_attainment < 0.5 and s.limited_ticks > 0
 

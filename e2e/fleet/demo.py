@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from fleet.demo_record import DemoRecorder, progress_line
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "synthetic-demo"
@@ -139,7 +142,10 @@ def _render(
     )
 
 
-async def _drive(cluster: Any, custom: Any, args: argparse.Namespace) -> tuple[int, int, list[str]]:
+PROGRESS_EVERY_S = 5.0  # a log line this often when stdout is not a terminal
+
+
+async def _drive(cluster: Any, custom: Any, args: argparse.Namespace) -> tuple[Any, DemoRecorder]:
     from kubernetes import client as k8s
     from rich.console import Console
     from rich.live import Live
@@ -159,32 +165,72 @@ async def _drive(cluster: Any, custom: Any, args: argparse.Namespace) -> tuple[i
     core = k8s.CoreV1Api(api_client)
     seen_events: list[str] = []
     console = Console()
+    recorder = DemoRecorder()
     run = asyncio.create_task(traffic.run(ramp, duration))
     start = time.monotonic()
+    next_line = 0.0
+    if not console.is_terminal:
+        say(f"stdout is not a terminal: a progress line every {PROGRESS_EVERY_S:.0f} s")
+    live = Live(console=console, refresh_per_second=2, transient=False)
     try:
-        with Live(console=console, refresh_per_second=2, transient=False) as live:
+        with live if console.is_terminal else contextlib.nullcontext(live):
             while not run.done():
                 t = time.monotonic() - start
                 phase = next((p.label for p in PHASES if t < p.until * args.speed), "done")
                 obj = await asyncio.to_thread(_get_idep, custom)
+                sample = recorder.add(time.monotonic() - traffic.stats.t0, obj)
                 evs = await asyncio.to_thread(
                     core.list_namespaced_event,
                     NAMESPACE,
                     field_selector=f"involvedObject.name={NAME},reason=Scaled",
                 )
-                seen_events = [
+                events = [
                     f"{(e.last_timestamp or e.event_time or e.first_timestamp)}  {e.message}"
                     for e in sorted(
                         evs.items, key=lambda e: str(e.last_timestamp or e.event_time or "")
                     )
                 ]
-                live.update(_render(live, t, phase, obj, traffic.stats, seen_events))
+                if console.is_terminal:
+                    live.update(_render(live, t, phase, obj, traffic.stats, events))
+                else:
+                    for line in events[len(seen_events) :]:
+                        say(f"event: {line}")
+                    if t >= next_line:
+                        next_line += PROGRESS_EVERY_S
+                        window = traffic.stats.window(5)
+                        say(progress_line(t, phase, window, sample, traffic.stats.total_failed))
+                seen_events = events
                 await asyncio.sleep(1.0)
             await run
     finally:
         watcher.stop()
         await traffic.close()
-    return traffic.stats.total_ok, traffic.stats.total_failed, traffic.stats.failures
+    return traffic.stats, recorder
+
+
+def _write_plot(stats: Any, recorder: DemoRecorder, path: Path) -> None:
+    """The same picture as `infleet simulate --plot`, of the live run."""
+    try:
+        from infleet_operator.simulator.plot import plot_timelines
+
+        slo_ms = 500.0
+        plot_timelines([recorder.timeline(stats)], slo_ms, str(path), f"{NAME}: live run")
+    except ImportError as exc:  # matplotlib is a dev extra
+        say(f"no plot ({exc}); pip install matplotlib")
+        return
+    say(f"plot of the run (offered vs served, replicas ready/desired, forecast, p99): {path}")
+
+
+def _write_rehearsal(stats: Any, run_dir: Path, manifest: Path, seconds: float) -> None:
+    """The offered load as a trace, and the command that replays it through the simulator."""
+    trace = run_dir / "demo-traffic.csv"
+    last = max(int(seconds), max(stats.seconds, default=-1) + 1)
+    counts = [stats.seconds[s].sent if s in stats.seconds else 0 for s in range(last)]
+    trace.write_text("count\n" + "\n".join(map(str, counts)) + "\n")
+    say(
+        f"replay it: infleet simulate -f {manifest} --trace {trace} "
+        f"--plot {run_dir / 'demo-simulated.png'}  (add --profile from `infleet profile`)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -222,7 +268,10 @@ def run(args: argparse.Namespace) -> int:
             f"fleet Ready in {time.monotonic() - t0:.1f}s; starting traffic "
             f"({RAMP[-1][0] * args.speed:.0f} s)"
         )
-        ok, failed, failures = asyncio.run(_drive(cluster, custom, args))
+        stats, recorder = asyncio.run(_drive(cluster, custom, args))
+        ok, failed, failures = stats.total_ok, stats.total_failed, stats.failures
+        _write_plot(stats, recorder, run_dir / "demo-timeline.png")
+        _write_rehearsal(stats, run_dir, manifest, RAMP[-1][0] * args.speed)
         print(cluster.run_kubectl("get", "inferencedeployments", "-o", "wide"))
         print(
             cluster.run_kubectl(

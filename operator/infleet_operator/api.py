@@ -168,6 +168,61 @@ class PredictiveSpec(Spec):
         description="Prior for requests/s one saturated replica serves; learned from traffic "
         "when unset.",
     )
+    target_utilization: float = Field(
+        default=0.7,
+        gt=0,
+        le=1.5,
+        description="Share of a replica's saturated throughput to plan for; lower keeps more "
+        "headroom for load that rises while pods start.",
+    )
+    burst_quantile: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Burst-aware headroom: keep the capacity that would have absorbed this "
+        "quantile (e.g. 0.99) of how fast load rose within one pod start in this fleet's own "
+        "history. Unset: the fixed margin of targetUtilization only.",
+    )
+    max_burst_headroom: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description="Cap on the burst headroom, as a share of the plan (1.0 = at most double).",
+    )
+
+
+class AdaptiveBatchingSpec(Spec):
+    """While the queue is past targetQueueDepthPerReplica, trade latency for throughput."""
+
+    enabled: bool = False
+    max_batch_size: int = Field(
+        default=128, ge=1, le=4096, description="Largest batch while overloaded."
+    )
+    max_queue_delay_microseconds: int = Field(
+        default=20_000, ge=0, le=10_000_000, description="Batch delay while overloaded."
+    )
+
+
+class SheddingSpec(Spec):
+    """When capacity is short, refuse the lowest priority first (fast 503 / UNAVAILABLE)."""
+
+    enabled: bool = False
+    queue_depth_per_replica: float | None = Field(
+        default=None,
+        gt=0,
+        le=100_000,
+        description="Queue per ready replica at which the lowest priority level is refused "
+        "(level L >= 2 at this / (L - 1)); level 1 is never shed. Unset: twice "
+        "targetQueueDepthPerReplica.",
+    )
+
+
+class OverloadSpec(Spec):
+    """What workers do while new pods start. Modelled by `infleet simulate`; workers enforce
+    it once their batcher supports it (docs/autoscaling.md)."""
+
+    adaptive_batching: AdaptiveBatchingSpec = Field(default_factory=AdaptiveBatchingSpec)
+    shedding: SheddingSpec = Field(default_factory=SheddingSpec)
 
 
 class MetricsSourceSpec(Spec):
@@ -209,6 +264,7 @@ class AutoscalingSpec(Spec):
     scale_up_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
     scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
     metrics: MetricsSourceSpec = Field(default_factory=MetricsSourceSpec)
+    overload: OverloadSpec = Field(default_factory=OverloadSpec)
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSpec:

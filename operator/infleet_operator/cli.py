@@ -1,4 +1,4 @@
-"""``infleet``: the user CLI (crd, validate, simulate, dev)."""
+"""``infleet``: the user CLI (crd, validate, simulate, profile, dev)."""
 
 from __future__ import annotations
 
@@ -65,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_val.set_defaults(func=_cmd_validate)
 
     from infleet_operator.simulator.cli import add_simulate_parser, run_simulate
+    from infleet_operator.simulator.profile_cli import add_profile_parser
 
     p_sim = add_simulate_parser(sub)
     p_sim.set_defaults(func=run_simulate)
+    add_profile_parser(sub)
 
     p_dev = sub.add_parser("dev", help="developer tools")
     dev_sub = p_dev.add_subparsers(dest="dev_command", required=True)

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from infleet_operator.autoscaling.config import bounds_from, build_config
 from infleet_operator.autoscaling.observations import Bounds, Decision, Observation, bounded, hold
-from infleet_operator.autoscaling.policy import bounds_from, build_config
 
 
 @dataclass(frozen=True)

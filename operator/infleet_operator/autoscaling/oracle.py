@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from infleet_operator.autoscaling.config import bounds_from, build_config
 from infleet_operator.autoscaling.observations import Bounds, Decision, Observation, bounded
-from infleet_operator.autoscaling.policy import bounds_from, build_config
 
 
 @dataclass(frozen=True)

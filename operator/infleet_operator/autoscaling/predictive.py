@@ -10,6 +10,9 @@ replicas = (forecast rate at now + lead  +  backlog / drain horizon)
 - up and down use different headroom (a dead band), scale-up is immediate,
   scale-down waits until the lower target has held for a window and then
   steps down by bounded amounts.
+- burst-aware headroom (``burst_quantile`` > 0): the plan is multiplied by
+  1 + the quantile of how much the rate rose within one lead in this trace's
+  own history (:mod:`infleet_operator.autoscaling.bursts`), capped.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from infleet_operator.autoscaling.bursts import RiseQuantile
+from infleet_operator.autoscaling.config import bounds_from, build_config
 from infleet_operator.autoscaling.forecast import ForecastConfig, HoltForecaster
 from infleet_operator.autoscaling.observations import Bounds, Decision, Observation, bounded, hold
-from infleet_operator.autoscaling.policy import bounds_from, build_config
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class PredictiveConfig:
     trend_tau_s: float = 120.0
     damping_tau_s: float = 600.0
     season_period_s: float = 86400.0
+    burst_quantile: float = 0.0  # 0 = off; else keep headroom for this quantile of rises
+    burst_max_headroom: float = 1.0  # at most this share on top of the plan
+    burst_history_s: float = 86400.0  # rises remembered this long
 
 
 class PredictivePolicy:
@@ -67,6 +74,9 @@ class PredictivePolicy:
         self._down_since = -math.inf
         self._fast = 0.0
         self._fast_t: float | None = None
+        if not 0 <= config.burst_quantile < 1:
+            raise ValueError("predictive burst_quantile must be in [0, 1)")
+        self.rises = RiseQuantile(max(config.lead_s, 1.0), config.burst_history_s)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PredictivePolicy:
@@ -84,11 +94,12 @@ class PredictivePolicy:
         self._learn_capacity(obs)
         level = max(0.0, self.forecaster.level or 0.0)  # a falling trend can dip below 0
         fast = self._update_fast(obs.time, obs.arrival_rate)
+        burst = self._burst_headroom(obs.time, fast)
         rate = max(self.forecaster.forecast(c.lead_s), level)
         backlog = max(0.0, obs.queue_depth - c.normal_queue_per_replica * obs.ready_replicas)
         load = rate + backlog / c.drain_horizon_s
         load_up = max(rate, fast) + backlog / c.drain_horizon_s
-        per_replica = self.capacity * c.target_utilization
+        per_replica = self.capacity * c.target_utilization / (1.0 + burst)
         trigger = math.ceil(load_up / per_replica - 1e-9)
         need_up = math.ceil(load_up * (1 + c.headroom_up) / per_replica - 1e-9)
         need_down = math.ceil(load * (1 + c.headroom_down) / per_replica - 1e-9)
@@ -100,11 +111,20 @@ class PredictivePolicy:
             f" + backlog {backlog:.0f}/{c.drain_horizon_s:.0f}s"
             f" over {per_replica:.1f} req/s/replica"
         )
+        if burst > 0:
+            why += f" (burst headroom +{burst:.0%})"
         if trigger > current:
             self._down.clear()
             return bounded(need_up, self.bounds, f"{why} -> up to {need_up}", rate)
         want, note = self._scale_down(obs.time, need_down, current)
         return bounded(want, self.bounds, f"{why} -> {note}", rate, goal=min(want, need_down))
+
+    def _burst_headroom(self, t: float, fast: float) -> float:
+        c = self.config
+        if c.burst_quantile <= 0:
+            return 0.0
+        self.rises.update(t, fast)
+        return min(self.rises.quantile(c.burst_quantile), c.burst_max_headroom)
 
     def _update_fast(self, t: float, value: float) -> float:
         if self._fast_t is None or t <= self._fast_t:

@@ -14,10 +14,9 @@ from typing import Any
 
 from infleet_operator.api import AutoscalingSpec
 from infleet_operator.autoscaling.observations import Decision
-from infleet_operator.autoscaling.policy import Policy, make_policy
-from infleet_operator.scaler.actuate import Plan, plan_replicas
+from infleet_operator.autoscaling.plan import Plan
+from infleet_operator.autoscaling.spec import ControlLoop, loop_settings
 from infleet_operator.scaler.observer import FleetObserver, FleetView
-from infleet_operator.scaler.params import forecast_lead, policy_params
 from infleet_operator.scaler.samples import WorkerSample
 
 HISTORY_LENGTH = 10
@@ -38,22 +37,23 @@ def _now_iso(wall: datetime | None) -> str:
 
 @dataclass
 class Autoscaler:
-    """Policy + observer + short history for one object; rebuilt when its spec changes."""
+    """Control loop + observer + short history for one object; rebuilt when its spec changes."""
 
-    policy_name: str
-    params: dict[str, Any]
-    policy: Policy
+    loop: ControlLoop
     observer: FleetObserver = field(default_factory=FleetObserver)
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
     last_scale_time: str | None = None
 
     @classmethod
     def for_spec(cls, spec: AutoscalingSpec, pod_start_s: float | None) -> Autoscaler:
-        name, params = policy_params(spec, pod_start_s)
-        return cls(name, params, make_policy(name, params))
+        return cls(ControlLoop.for_spec(spec, pod_start_s))
+
+    @property
+    def policy_name(self) -> str:
+        return self.loop.settings.policy
 
     def matches(self, spec: AutoscalingSpec, pod_start_s: float | None) -> bool:
-        return (self.policy_name, self.params) == policy_params(spec, pod_start_s)
+        return self.loop.settings == loop_settings(spec, pod_start_s)
 
     def tick(
         self,
@@ -62,13 +62,10 @@ class Autoscaler:
         samples: dict[str, WorkerSample | None],
         current_replicas: int,
         ready_replicas: int,
-        spec: AutoscalingSpec,
-        pod_start_s: float | None,
         wall: datetime | None = None,
     ) -> TickOutcome:
         view = self.observer.observe(now, samples, current_replicas, ready_replicas)
-        decision = self.policy.decide(view.observation)
-        plan = plan_replicas(decision, current_replicas, partial_metrics=view.partial)
+        decision, plan = self.loop.step(view.observation, partial_metrics=view.partial)
         stamp = _now_iso(wall)
         event = None
         if plan.changed:
@@ -92,7 +89,7 @@ class Autoscaler:
             "lastDecision": stamp,
             "reason": plan.reason[:512],
             "desiredReplicas": plan.replicas,
-            "leadSeconds": forecast_lead(spec, pod_start_s),
+            "leadSeconds": self.loop.settings.lead_s,
             "history": list(self.history),
         }
         if decision.forecast_rate is not None:

@@ -144,8 +144,6 @@ async def autoscale(
         samples=samples,
         current_replicas=current,
         ready_replicas=ready,
-        spec=auto,
-        pod_start_s=pod_start,
     )
     raw = dict(body)
     if outcome.plan.changed:

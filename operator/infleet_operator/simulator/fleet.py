@@ -18,12 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from infleet_operator.autoscaling import Observation, Policy
+from infleet_operator.autoscaling import Observation
+from infleet_operator.autoscaling.spec import ControlLoop
 from infleet_operator.simulator.service import DEFAULT_TABLE, service_times
+from infleet_operator.simulator.shedding import Shedder, assign_priorities
 from infleet_operator.simulator.streams import Stream, expand
 from infleet_operator.simulator.traces import Trace
 
 DONE, READY, DISPATCH, SCRAPE, TICK = range(5)
+TICK_COLUMNS = ("time", "arrival_rate", "current", "ready", "desired", "forecast", "served_rate")
 STARTING, SERVING, DRAINING, GONE = range(4)
 INF = math.inf
 
@@ -40,6 +43,16 @@ class FleetConfig:
     scrape_interval_s: float = 5.0
     metric_lag_s: float = 2.0
     tick_s: float = 2.0
+    scrape_at_tick: bool = False  # the operator's pod mode: scrape at each decision, no lag
+    # Adaptive batching under overload (least-queue): while more than
+    # overload_queue_per_replica requests wait per serving replica, batches grow
+    # to overload_max_batch with overload_queue_delay_s. 0 = off.
+    overload_max_batch: int = 0
+    overload_queue_delay_s: float = 0.0
+    overload_queue_per_replica: float = 8.0
+    # Priority levels: share of requests at level 1 (highest), 2, ...; () = all level 1.
+    priority_shares: tuple[float, ...] = ()
+    shed_queue_per_replica: float = 0.0  # > 0: priority shedding (least-queue), see shedding.py
     initial_replicas: int = 0  # 0: enough for the first minute at 70% of saturation
     seed: int = 0
 
@@ -51,11 +64,13 @@ class SimResult:
     duration: float
     replica_seconds: float
     scale_actions: int
-    ticks: np.ndarray  # columns: time, arrival rate, current, ready, desired
+    ticks: np.ndarray  # columns: TICK_COLUMNS
     limited_ticks: int
     completed: int  # requests served (each exactly once)
     timed_out: int  # dropped explicitly: waited past the timeout, or no endpoint
     reasons: list[tuple[float, int, int, str]] = field(default_factory=list)  # scale actions
+    priority: np.ndarray | None = None  # level per request, when the trace has levels
+    refused: np.ndarray | None = None  # True where shedding refused the request
 
     @property
     def dropped(self) -> int:
@@ -81,14 +96,23 @@ class _Batcher:
 
 
 class FleetSim:
-    def __init__(self, trace: Trace, policy: Policy, config: FleetConfig | None = None) -> None:
+    def __init__(self, trace: Trace, loop: ControlLoop, config: FleetConfig | None = None) -> None:
         self.cfg = c = config or FleetConfig()
         if c.lb not in ("least-queue", "round-robin"):
             raise ValueError(f"unknown load balancer {c.lb!r}")
-        self.trace, self.policy = trace, policy
+        self.trace, self.loop = trace, loop
         self.arr: list[float] = trace.arrivals.tolist()
         self.n = len(self.arr)
-        self.svc = service_times(c.service_table, c.max_batch)
+        self.svc = service_times(c.service_table, max(c.max_batch, c.overload_max_batch))
+        self.n_serving = 0
+        self.priorities = (
+            assign_priorities(self.n, c.priority_shares, c.seed) if c.priority_shares else None
+        )
+        self.shedder: Shedder | None = None
+        if c.shed_queue_per_replica > 0 and self.priorities is not None:
+            if c.lb != "least-queue":
+                raise ValueError("priority shedding is modelled for lb least-queue only")
+            self.shedder = Shedder(self.priorities, c.shed_queue_per_replica)
         self.rng = np.random.default_rng(c.seed)
         self.heap: list[tuple[float, int, int, Any]] = []
         self.seq = 0
@@ -101,7 +125,7 @@ class FleetSim:
         self.drops: list[list[int]] = [[], [], []]
         self.inflight = self.completed = 0
         self.snaps: deque[tuple[float, int, int, int, int]] = deque()
-        self.tick_rows: list[tuple[float, float, int, int, int]] = []
+        self.tick_rows: list[tuple[float, ...]] = []
         self.reasons: list[tuple[float, int, int, str]] = []
         self.scale_actions = self.limited_ticks = 0
         self._orphan_from: int | None = None  # round-robin with no serving replica
@@ -116,10 +140,14 @@ class FleetSim:
         first = self.trace.rate[:60].mean() if len(self.trace.rate) else 0.0
         cap = c.max_batch / self.svc[c.max_batch]
         start = c.initial_replicas or max(1, math.ceil(first / (0.7 * cap)))
-        start = min(max(start, self.policy.bounds.min_replicas), self.policy.bounds.max_replicas)
+        bounds = self.loop.policy.bounds
+        start = min(max(start, bounds.min_replicas), bounds.max_replicas)
         for _ in range(start):
             self._ready(self._new_replica(-c.start_delay_s), 0.0)
-        self._push(0.0, SCRAPE)
+        if c.scrape_at_tick:
+            self._scrape(0.0)
+        else:
+            self._push(0.0, SCRAPE)
         self._push(c.tick_s, TICK)
         next_progress = end / 10
         heap, pop = self.heap, heapq.heappop
@@ -156,6 +184,7 @@ class FleetSim:
         if r.state != STARTING:
             return
         r.state = SERVING
+        self.n_serving += 1
         if self.shared is not None:
             r.batcher = self.shared
             self.shared.idle.append(r)
@@ -232,10 +261,20 @@ class FleetSim:
         c = self.cfg
         delay, full, timeout = c.max_queue_delay_s, c.max_batch, c.request_timeout_s
         starts, counts, strides = self.batches
+        boost = c.overload_max_batch > c.max_batch
+        shed = self.shedder
         while idle:
             head = seg[0]
+            if shed is not None and head < n:
+                shed.admit(arr, now, head, self.n_serving)
+                head = seg[0] = shed.skip(head)
             if head >= n:
                 return
+            if boost:
+                waiting = bisect_right(arr, now, head) - head
+                over = waiting > c.overload_queue_per_replica * max(self.n_serving, 1)
+                full = c.overload_max_batch if over else c.max_batch
+                delay = c.overload_queue_delay_s if over else c.max_queue_delay_s
             at = arr[head] + delay
             j = head + full - 1
             if j < n and arr[j] < at:
@@ -250,14 +289,21 @@ class FleetSim:
                 seg[0] = head = cut
                 if head >= n or arr[head] > now:
                     continue
-            g = bisect_right(arr, now, head, min(n, head + full))
-            size = g - head
-            seg[0] = g
-            starts.append(head)
-            counts.append(size)
-            strides.append(1)
-            done = now + self.svc[size]
-            self.batch_done.append(done)
+            if shed is not None:
+                size, seg[0] = shed.take(head, bisect_right(arr, now, head), full, self.batches)
+                if not size:
+                    continue
+                done = now + self.svc[size]
+                self.batch_done.extend([done] * (len(starts) - len(self.batch_done)))
+            else:
+                g = bisect_right(arr, now, head, min(n, head + full))
+                size = g - head
+                seg[0] = g
+                starts.append(head)
+                counts.append(size)
+                strides.append(1)
+                done = now + self.svc[size]
+                self.batch_done.append(done)
             r = idle.pop()
             r.busy = size
             self.inflight += size
@@ -299,7 +345,10 @@ class FleetSim:
     # -- metrics and autoscaling ---------------------------------------------------
     def _waiting(self, g: int) -> int:
         if self.shared is not None:
-            return self.shared.stream.count_before(g)
+            waiting = self.shared.stream.count_before(g)
+            if self.shedder is not None:
+                waiting -= self.shedder.pending(self.shared.stream.segs[0][0])
+            return waiting
         return sum(
             r.batcher.stream.count_before(g)
             for r in self.replicas
@@ -332,24 +381,31 @@ class FleetSim:
         )
 
     def _tick(self, now: float) -> None:
+        if self.cfg.scrape_at_tick:
+            self._scrape(now)
         obs = self._observe(now)
-        d = self.policy.decide(obs)
+        d, plan = self.loop.step(obs)
         current = obs.current_replicas
-        rate = obs.arrival_rate if obs.arrival_rate is not None else math.nan
-        self.tick_rows.append((now, rate, current, obs.ready_replicas, d.desired_replicas))
+        nan = math.nan
+        rate = obs.arrival_rate if obs.arrival_rate is not None else nan
+        served = obs.completion_rate if obs.completion_rate is not None else nan
+        forecast = d.forecast_rate if d.forecast_rate is not None else nan
+        self.tick_rows.append(
+            (now, rate, current, obs.ready_replicas, plan.replicas, forecast, served)
+        )
         if d.limited_by is not None:
             self.limited_ticks += 1
-        if d.desired_replicas == current:
+        if not plan.changed:
             return
         self.scale_actions += 1
-        self.reasons.append((now, current, d.desired_replicas, d.reason))
-        if d.desired_replicas > current:
+        self.reasons.append((now, current, plan.replicas, plan.reason))
+        if plan.replicas > current:
             delay = self.cfg.start_delay_s
-            for _ in range(d.desired_replicas - current):
+            for _ in range(plan.replicas - current):
                 jitter = 1.0 + self.cfg.start_jitter * (2.0 * self.rng.random() - 1.0)
                 self._push(now + delay * jitter, READY, self._new_replica(now))
         else:
-            self._scale_down(current - d.desired_replicas, now)
+            self._scale_down(current - plan.replicas, now)
 
     def _scale_down(self, k: int, now: float) -> None:
         """Like a ReplicaSet: unready pods first (newest first), then idle, then busy."""
@@ -361,6 +417,7 @@ class FleetSim:
                 self._retire(r, now)
                 continue
             r.state = DRAINING
+            self.n_serving -= 1
             b = r.batcher
             assert b is not None
             if self.shared is not None:
@@ -386,8 +443,10 @@ class FleetSim:
         seconds = 0.0
         for r in self.replicas:
             seconds += max(0.0, min(r.end, end) - max(r.created, 0.0))
-        ticks = np.asarray(self.tick_rows, dtype=np.float64).reshape(-1, 5)
+        ticks = np.asarray(self.tick_rows, dtype=np.float64).reshape(-1, len(TICK_COLUMNS))
         dropped = expand(self.drops)
+        refused = self.shedder.mask() if self.shedder is not None else None
+        timed_out = len(dropped) - (int(refused[dropped].sum()) if refused is not None else 0)
         return SimResult(
             arrivals=arrivals,
             latency=latency,
@@ -397,15 +456,17 @@ class FleetSim:
             ticks=ticks,
             limited_ticks=self.limited_ticks,
             completed=len(idx),
-            timed_out=len(dropped),
+            timed_out=timed_out,
             reasons=self.reasons,
+            priority=np.asarray(self.priorities, np.int8) if self.priorities else None,
+            refused=refused,
         )
 
 
 def simulate(
     trace: Trace,
-    policy: Policy,
+    loop: ControlLoop,
     config: FleetConfig | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> SimResult:
-    return FleetSim(trace, policy, config).run(progress)
+    return FleetSim(trace, loop, config).run(progress)

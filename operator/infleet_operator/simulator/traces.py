@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-SHAPES = ("diurnal", "bursty", "flash", "step")
+SHAPES = ("diurnal", "bursty", "flash", "step", "mixed")
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,21 @@ def step_rate(duration: int, mean: float, rng: np.random.Generator) -> np.ndarra
     return rate
 
 
+def mixed_rate(duration: int, mean: float, rng: np.random.Generator) -> np.ndarray:
+    """Slow growth (+50% over the trace) x two daily cycles x flash crowds (x2-x4 in 20 s)."""
+    t = np.arange(duration, dtype=np.float64)
+    growth = 0.8 + 0.5 * t / max(duration, 1)
+    cycles = 1.0 - 0.5 * np.cos(4 * np.pi * t / max(duration, 1))
+    rate = mean * growth * cycles * _slow_noise(duration, 0.05, 300.0, rng)
+    n = max(1, int(duration // 5400))
+    for onset in np.sort(rng.uniform(0.05, 0.95, n)) * duration:
+        height = rng.uniform(1.0, 3.0)
+        shape = np.where(t < onset, 0.0, np.minimum((t - onset) / 20.0, 1.0))
+        shape *= np.exp(-np.clip(t - onset - 120.0, 0.0, None) / 240.0)
+        rate *= 1.0 + height * shape
+    return rate
+
+
 def _slow_noise(duration: int, cv: float, period_s: float, rng: np.random.Generator) -> np.ndarray:
     """Multiplicative noise, piecewise linear between knots ``period_s`` apart."""
     knots = rng.gamma(1.0 / cv**2, cv**2, int(duration // period_s) + 2)
@@ -97,6 +112,7 @@ _GENERATORS = {
     "bursty": bursty_rate,
     "flash": flash_rate,
     "step": step_rate,
+    "mixed": mixed_rate,
 }
 
 
@@ -130,6 +146,16 @@ def load_csv(path: str | Path, duration: float | None = None) -> Trace:
             col, kind = header.index(name), name
             break
     values = np.array([float(r[col]) for r in body], dtype=np.float64)
+    return from_values(values, kind, duration, Path(path).name)
+
+
+def load_counts(counts: np.ndarray, duration: float | None = None, name: str = "counts") -> Trace:
+    """A trace from requests per second (spread uniformly inside each second)."""
+    return from_values(counts, "count", duration, name)
+
+
+def from_values(values: np.ndarray, kind: str, duration: float | None, name: str) -> Trace:
+    """Per-second ``count`` or ``rate`` values, or request ``timestamp``s, as a trace."""
     rng = np.random.default_rng(0)
     if kind in ("count", "rate"):
         rate = values
@@ -141,7 +167,7 @@ def load_csv(path: str | Path, duration: float | None = None) -> Trace:
     arrivals = arrivals[arrivals < end]
     rate = np.pad(rate, (0, max(0, int(end) - len(rate))))[: int(end)]
     smooth = np.convolve(rate, np.ones(5) / 5.0, mode="same")
-    return Trace(Path(path).name, arrivals, smooth, end)
+    return Trace(name, arrivals, smooth, end)
 
 
 def _spread_counts(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -160,8 +186,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def make_trace(spec: str, duration: float, mean_rate: float, seed: int) -> Trace:
-    """A shape name or a CSV path."""
+def make_trace(spec: str, duration: float | None, mean_rate: float, seed: int) -> Trace:
+    """A shape name (``duration`` default one day) or a CSV path (default: the file's length)."""
     if spec in _GENERATORS:
-        return synthetic(spec, duration, mean_rate, seed)
+        return synthetic(spec, duration or 86400.0, mean_rate, seed)
     return load_csv(spec, duration)

@@ -1,0 +1,114 @@
+"""``spec.autoscaling`` -> everything the control loop runs with: one path for both callers.
+
+The operator's timer and ``infleet simulate`` both call :func:`loop_settings`
+and :class:`ControlLoop`, and nothing else, so a manifest replayed in the
+simulator decides exactly as it would in the cluster: same policy, same
+parameters, same decision period, bounds, stabilisation and step limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from infleet_operator.api import AutoscalingSpec, PolicyName
+from infleet_operator.autoscaling.observations import Decision, Observation
+from infleet_operator.autoscaling.plan import Plan, plan_replicas
+from infleet_operator.autoscaling.policy import Policy
+from infleet_operator.autoscaling.registry import make_policy
+
+DEFAULT_LEAD_SECONDS = 60.0  # until the operator has measured a pod start
+# Metrics read through Prometheus are as old as its scrape interval (the chart's
+# ServiceMonitor scrapes every 15 s); scraping pods directly reads them at each decision.
+PROMETHEUS_SCRAPE_SECONDS = 15.0
+
+
+def forecast_lead(spec: AutoscalingSpec, measured_pod_start_s: float | None) -> float:
+    """Forecast horizon: the user's override, else the measured pod start-to-Ready time."""
+    if spec.predictive.horizon_seconds is not None:
+        return float(spec.predictive.horizon_seconds)
+    if measured_pod_start_s is not None and measured_pod_start_s > 0:
+        return float(measured_pod_start_s)
+    return DEFAULT_LEAD_SECONDS
+
+
+def policy_params(
+    spec: AutoscalingSpec, measured_pod_start_s: float | None
+) -> tuple[str, dict[str, Any]]:
+    """Policy name and the parameters the registry builds it from."""
+    params: dict[str, Any] = {
+        "min_replicas": spec.min_replicas,
+        "max_replicas": spec.max_replicas,
+    }
+    target = spec.target_queue_depth_per_replica
+    if spec.policy == PolicyName.HPA:
+        params.update(
+            target_per_replica=target,
+            sync_period_s=float(spec.interval_seconds),
+            scale_up_stabilization_s=float(spec.scale_up_stabilization_seconds),
+            scale_down_stabilization_s=float(spec.scale_down_stabilization_seconds),
+        )
+    elif spec.policy == PolicyName.KPA:
+        params.update(target_concurrency=target, tick_s=float(spec.interval_seconds))
+    else:
+        p = spec.predictive
+        lead = forecast_lead(spec, measured_pod_start_s) if p.enabled else 0.0
+        params.update(
+            lead_s=lead,
+            target_utilization=p.target_utilization,
+            saturation_queue_per_replica=target,
+            down_window_s=float(spec.scale_down_stabilization_seconds),
+        )
+        if p.capacity_per_replica is not None:
+            params["capacity_per_replica"] = p.capacity_per_replica
+        if p.burst_quantile is not None:
+            params.update(burst_quantile=p.burst_quantile, burst_max_headroom=p.max_burst_headroom)
+    return spec.policy.value, params
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the autoscaler runs with for one spec (and one measured pod start time)."""
+
+    policy: str
+    params: dict[str, Any] = field(hash=False)
+    decision_period_s: float
+    scrape_interval_s: float  # how often the metrics it reads are refreshed
+    scrape_at_decision: bool  # True: pods are scraped at each decision (no metrics lag)
+    lead_s: float
+    min_replicas: int
+    max_replicas: int
+
+
+def loop_settings(spec: AutoscalingSpec, measured_pod_start_s: float | None) -> LoopSettings:
+    name, params = policy_params(spec, measured_pod_start_s)
+    period = float(spec.interval_seconds)
+    prometheus = spec.metrics.prometheus_url is not None
+    return LoopSettings(
+        policy=name,
+        params=params,
+        decision_period_s=period,
+        scrape_interval_s=PROMETHEUS_SCRAPE_SECONDS if prometheus else period,
+        scrape_at_decision=not prometheus,
+        lead_s=forecast_lead(spec, measured_pod_start_s),
+        min_replicas=spec.min_replicas,
+        max_replicas=spec.max_replicas,
+    )
+
+
+class ControlLoop:
+    """One policy instance and the actuation rule: an observation in, a decision and plan out."""
+
+    def __init__(self, settings: LoopSettings, policy: Policy | None = None) -> None:
+        self.settings = settings
+        self.policy = policy or make_policy(settings.policy, settings.params)
+
+    @classmethod
+    def for_spec(cls, spec: AutoscalingSpec, measured_pod_start_s: float | None) -> ControlLoop:
+        return cls(loop_settings(spec, measured_pod_start_s))
+
+    def step(self, obs: Observation, *, partial_metrics: bool = False) -> tuple[Decision, Plan]:
+        decision = self.policy.decide(obs)
+        return decision, plan_replicas(
+            decision, obs.current_replicas, partial_metrics=partial_metrics
+        )
