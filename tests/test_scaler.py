@@ -9,7 +9,6 @@ from infleet_operator.api import AutoscalingSpec
 from infleet_operator.autoscaling.observations import Decision
 from infleet_operator.autoscaling.plan import plan_replicas
 from infleet_operator.autoscaling.spec import DEFAULT_LEAD_SECONDS, forecast_lead, policy_params
-from infleet_operator.scaler.actuate import replicas_apply_body
 from infleet_operator.scaler.controller import Autoscaler
 from infleet_operator.scaler.observer import FleetObserver
 from infleet_operator.scaler.samples import MetricsParseError, WorkerSample, parse_worker_metrics
@@ -87,11 +86,6 @@ def test_no_scale_down_on_partial_metrics() -> None:
     assert plan_replicas(decision, 4, partial_metrics=False).replicas == 1
     up = Decision(6, "load rose", 6)
     assert plan_replicas(up, 4, partial_metrics=True).replicas == 6  # up is still allowed
-
-
-def test_apply_body_owns_only_replicas() -> None:
-    body = replicas_apply_body("ns", "w", 3)
-    assert body["spec"] == {"replicas": 3}
 
 
 def test_lead_prefers_override_then_measurement() -> None:
