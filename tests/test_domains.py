@@ -14,7 +14,8 @@ from torch import nn
 from infleet_worker.config import TensorSpec, WorkerConfig
 from infleet_worker.domains import check_inputs, domain_parameters, nonfinite_rows, violation
 from infleet_worker.engine.base import FINITE, Domain, TensorInfo
-from infleet_worker.engine.loader import SIGNATURE_FILE, load_engine
+from infleet_worker.engine.loader import load_engine
+from infleet_worker.engine.sources import SIGNATURE_FILE
 from infleet_worker.models.served import as_tensor_infos
 from infleet_worker.protocol.errors import ErrorKind, InferError
 from infleet_worker.tensors import Tensor

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -24,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 from infleet_worker.cli import build_config, build_parser
 from worker_engines import IN_FEATURES, MLPEngine
 from worker_fixtures import ServerThread, worker_config
+from worker_process import WorkerProcess
 
 TESTS = Path(__file__).parent
 
@@ -68,42 +66,8 @@ def test_in_process_drain_sequence() -> None:
             assert err.value.status() == "503" and "shutting down" in err.value.message()
 
 
-def _start_cli(
-    tmp_path: Path, *extra: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "infleet_worker.cli", *extra],
-        env=full_env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        cwd=tmp_path,
-    )
-
-
-def _wait_ports(proc: subprocess.Popen[str], lines: list[str]) -> dict[str, int]:
-    assert proc.stderr is not None
-    ports: dict[str, int] = {}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = re.search(r"listening http=(\d+) grpc=(\d+) metrics=(\d+)", line)
-        if m:
-            ports = dict(zip(("http", "grpc", "metrics"), map(int, m.groups()), strict=True))
-        if ports and " ready" in line:
-            break
-    assert ports, "".join(lines)
-
-    def pump() -> None:
-        for more in proc.stderr:  # type: ignore[union-attr]
-            lines.append(more)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return ports
+def _start_cli(tmp_path: Path, *extra: str) -> WorkerProcess:
+    return WorkerProcess(*extra, cwd=tmp_path)
 
 
 @pytest.mark.slow
@@ -118,9 +82,8 @@ def test_sigterm_under_load_loses_nothing(tmp_path: Path) -> None:
         "--drain-seconds", "1",
         "--max-batch-size", "8",
     )  # fmt: skip
-    lines: list[str] = []
     try:
-        ports = _wait_ports(proc, lines)
+        ports = proc.wait_ready()
         http_url, grpc_url = f"127.0.0.1:{ports['http']}", f"127.0.0.1:{ports['grpc']}"
         assert http_ready(http_url) == 200
         signalled = threading.Event()
@@ -159,19 +122,18 @@ def test_sigterm_under_load_loses_nothing(tmp_path: Path) -> None:
             t.start()
         time.sleep(1.0)
         signalled.set()
-        proc.send_signal(signal.SIGTERM)
+        proc.proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
         status = http_ready(http_url)
         assert status == 503 and time.monotonic() - t0 < 1.0
-        rc = proc.wait(timeout=60)
+        rc = proc.proc.wait(timeout=60)
         stop.set()
         for t in threads:
             t.join(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    log = "".join(lines)
+        proc.stop()
+    time.sleep(0.2)  # the log pump drains the last lines
+    log = proc.log()
     assert rc == 0, log
     before = [o for b, o in outcomes if b]
     after = [o for b, o in outcomes if not b]
@@ -192,8 +154,8 @@ def test_cli_model_load_failure_exits_1(tmp_path: Path) -> None:
     proc = _start_cli(
         tmp_path, "--model-source", "python://worker_engines:broken", "--log-format", "json"
     )
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, err
+    _, err = proc.proc.communicate(timeout=60)
+    assert proc.proc.returncode == 1, err
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     failed = [e for e in events if e.get("event") == "model_load_failed"]
     assert failed and "this model cannot load" in failed[0]["msg"]
@@ -224,12 +186,6 @@ def test_cli_config_file_env_and_flags(tmp_path: Path) -> None:
         build_config(build_parser().parse_args([]), {})
 
 
-def _children(pid: int) -> list[int]:
-    """Child processes of ``pid`` (each thread lists those it started)."""
-    tasks = Path(f"/proc/{pid}/task").glob("*/children")
-    return sorted(int(c) for task in tasks for c in task.read_text().split())
-
-
 @pytest.mark.slow
 def test_cli_exits_1_when_the_engine_process_dies(tmp_path: Path) -> None:
     """The model runs in the engine core (default); if it dies the pod must not stay Ready."""
@@ -238,24 +194,17 @@ def test_cli_exits_1_when_the_engine_process_dies(tmp_path: Path) -> None:
         "--model-source", "python://worker_engines:mlp", "--model-name", "mlp",
         "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
     )  # fmt: skip
-    lines: list[str] = []
     try:
-        ports = _wait_ports(proc, lines)
+        ports = proc.wait_ready()
         assert http_ready(f"127.0.0.1:{ports['http']}") == 200
-        (engine_pid,) = [
-            c
-            for c in _children(proc.pid)
-            if b"engine_core" in Path(f"/proc/{c}/cmdline").read_bytes()
-        ]
+        (engine_pid,) = proc.children("engine_core")
         os.kill(engine_pid, signal.SIGKILL)
-        assert proc.wait(30) == 1
+        assert proc.proc.wait(30) == 1
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    time.sleep(0.2)  # the pump thread drains the last lines
-    died = [line for line in lines if "event=engine_died" in line]
-    assert died and "exit code -9" in died[0], "".join(lines)
+        proc.stop()
+    time.sleep(0.2)  # the log pump drains the last lines
+    died = [line for line in proc.lines if "event=engine_died" in line]
+    assert died and "exit code -9" in died[0], proc.log()
 
 
 def test_engine_thread_flag_keeps_the_model_in_process() -> None:
