@@ -75,7 +75,7 @@ class Worker:
             outputs={o.name: o for o in signature.outputs},
             on_batch=self._on_batch,
         )
-        self.batch_metrics.queue_depth.set_function(lambda: self.batcher.queue_depth)
+        self.batch_metrics.bind_queue_depth(lambda: self.batcher.queue_depth)
         self.service.bind(signature, self.batcher, cache)
         self.servers = Servers(self.service)
         self.metrics_port = 0
