@@ -14,6 +14,7 @@ import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
+from infleet_worker.gpu_metrics import GpuCollector
 from worker_engines import IN_FEATURES
 from worker_fixtures import ServerThread
 from worker_process import WorkerProcess
@@ -21,12 +22,13 @@ from worker_process import WorkerProcess
 pytestmark = pytest.mark.timeout(120)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "worker.md"
+HAS_GPU = GpuCollector().present
 ROW = re.compile(r"^\| `(nv_[a-z_]+)` \| ([^|]+) \|")
 
 
 def documented() -> dict[str, set[str]]:
     """The Triton table of docs/worker.md: name -> label names."""
-    text = DOC.read_text().split("### Triton-compatible metrics", 1)[1]
+    text = DOC.read_text().split("### Triton-compatible metrics", 1)[1].split("\n#", 1)[0]
     rows = {}
     for line in text.splitlines():
         m = ROW.match(line)
@@ -98,7 +100,10 @@ def test_a_worker_pod_exports_the_triton_metrics(tmp_path: Path) -> None:
     try:
         w.wait_ready()
         rows = exercise(f"127.0.0.1:{w.ports['http']}")
-        check(scrape(f"http://127.0.0.1:{w.ports['metrics']}/metrics"), rows)
+        series = scrape(f"http://127.0.0.1:{w.ports['metrics']}/metrics")
+        check(series, rows)
+        if not HAS_GPU:  # absent, not zero (tests/test_gpu_metrics.py)
+            assert not [n for n in series if n.startswith("nv_gpu_")]
     finally:
         w.stop()
 
