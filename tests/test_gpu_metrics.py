@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from infleet_worker.gpu_metrics import GpuCollector, _load_nvml, visible
 
 HAS_GPU = _load_nvml() is not None
+ML = {"model": "m", "version": "1"}
 GPU_NAMES = {
     "nv_gpu_utilization",
     "nv_gpu_memory_total_bytes",
@@ -35,7 +36,7 @@ def exported(collector: GpuCollector) -> dict[str, list[tuple[dict[str, str], fl
 
 @pytest.mark.skipif(HAS_GPU, reason="this host has a GPU")
 def test_without_a_gpu_the_series_are_absent() -> None:
-    collector = GpuCollector()
+    collector = GpuCollector("m", "1")
     assert not collector.present
     assert exported(collector) == {}
 
@@ -90,17 +91,17 @@ def test_values_units_and_labels_per_gpu(monkeypatch: pytest.MonkeyPatch) -> Non
     """What NVML gives becomes Triton's units (fraction, bytes, watts); a value a board
     cannot give is absent for that board only."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    got = exported(GpuCollector(StubNVML()))
+    got = exported(GpuCollector("m", "1", StubNVML()))
     assert set(got) == GPU_NAMES
     assert got["nv_gpu_utilization"] == [
-        ({"gpu_uuid": "GPU-0aaa"}, 0.40),
-        ({"gpu_uuid": "GPU-1aaa"}, 0.41),
+        ({"gpu_uuid": "GPU-0aaa", **ML}, 0.40),
+        ({"gpu_uuid": "GPU-1aaa", **ML}, 0.41),
     ]
-    assert got["nv_gpu_memory_used_bytes"][1] == ({"gpu_uuid": "GPU-1aaa"}, float(11 << 30))
-    assert got["nv_gpu_power_usage"] == [({"gpu_uuid": "GPU-0aaa"}, 250.5)]
-    assert got["nv_gpu_power_limit"] == [({"gpu_uuid": "GPU-0aaa"}, 700.0)]
+    assert got["nv_gpu_memory_used_bytes"][1] == ({"gpu_uuid": "GPU-1aaa", **ML}, float(11 << 30))
+    assert got["nv_gpu_power_usage"] == [({"gpu_uuid": "GPU-0aaa", **ML}, 250.5)]
+    assert got["nv_gpu_power_limit"] == [({"gpu_uuid": "GPU-0aaa", **ML}, 700.0)]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    only = exported(GpuCollector(StubNVML()))
+    only = exported(GpuCollector("m", "1", StubNVML()))
     assert [lab["gpu_uuid"] for lab, _ in only["nv_gpu_utilization"]] == ["GPU-1aaa"]
 
 
@@ -132,7 +133,7 @@ def test_on_a_gpu_a_worker_pod_exports_each_gpu_once(tmp_path: Path) -> None:
     for fam in text_string_to_metric_families(page.decode()):
         for s in fam.samples:
             got.setdefault(s.name, []).append((s.labels["gpu_uuid"], s.value))
-    direct = exported(GpuCollector())
+    direct = exported(GpuCollector("mlp", "1"))
     assert {"nv_gpu_utilization", "nv_gpu_memory_total_bytes", "nv_gpu_memory_used_bytes"} <= set(
         got
     )

@@ -22,7 +22,7 @@ from worker_process import WorkerProcess
 pytestmark = pytest.mark.timeout(120)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "worker.md"
-HAS_GPU = GpuCollector().present
+HAS_GPU = GpuCollector("m", "1").present
 ROW = re.compile(r"^\| `(nv_[a-z_]+)` \| ([^|]+) \|")
 
 

@@ -18,3 +18,45 @@ STATUS_WRITES = Counter(
     "infleet_operator_status_writes_total", "Status subresource patches that changed something."
 )
 MANAGED = Gauge("infleet_operator_managed_objects", "InferenceDeployments seen by this operator.")
+
+# The autoscaler's view of each fleet, per tick (dashboards: replicas vs desired and
+# forecast). A value the tick did not have (no forecast yet) keeps its last one.
+_FLEET = ["namespace", "name"]
+AUTOSCALER_REPLICAS = Gauge(
+    "infleet_autoscaler_replicas", "Worker replicas asked for (the Deployment's spec)", _FLEET
+)
+AUTOSCALER_READY = Gauge("infleet_autoscaler_ready_replicas", "Ready worker replicas", _FLEET)
+AUTOSCALER_DESIRED = Gauge(
+    "infleet_autoscaler_desired_replicas", "Replicas the autoscaler decided on", _FLEET
+)
+AUTOSCALER_FORECAST = Gauge(
+    "infleet_autoscaler_forecast_rps",
+    "Arrival rate the policy forecasts one lead time ahead (req/s)",
+    _FLEET,
+)
+AUTOSCALER_OBSERVED = Gauge(
+    "infleet_autoscaler_observed_rps", "Arrival rate the autoscaler observed (req/s)", _FLEET
+)
+AUTOSCALER_MISSING = Gauge(
+    "infleet_autoscaler_metrics_missing",
+    "1 when the last tick's worker metrics were missing or partial (no scale-down)",
+    _FLEET,
+)
+
+
+def record_autoscaler(
+    namespace: str, name: str, current: int, ready: int, status: dict[str, object], partial: bool
+) -> None:
+    """One autoscaler tick's numbers (``status`` is status.autoscaler, camelCase)."""
+    labels = (namespace, name)
+    AUTOSCALER_REPLICAS.labels(*labels).set(current)
+    AUTOSCALER_READY.labels(*labels).set(ready)
+    AUTOSCALER_MISSING.labels(*labels).set(1 if partial else 0)
+    for gauge, key in (
+        (AUTOSCALER_DESIRED, "desiredReplicas"),
+        (AUTOSCALER_FORECAST, "forecast"),
+        (AUTOSCALER_OBSERVED, "observedArrivalRate"),
+    ):
+        value = status.get(key)
+        if isinstance(value, int | float):
+            gauge.labels(*labels).set(value)

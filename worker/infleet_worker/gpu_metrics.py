@@ -2,9 +2,10 @@
 
 ``nv_gpu_utilization`` (0..1), ``nv_gpu_memory_total_bytes``, ``nv_gpu_memory_used_bytes``,
 ``nv_gpu_power_usage`` and ``nv_gpu_power_limit`` (watts), one series per GPU labelled
-``gpu_uuid``, read at scrape time. Without a GPU (no NVML library, no driver, no
-device) the series are absent, never zero: a dashboard shows "no data", not an idle
-GPU. A value NVML cannot give for a device (power on some boards) is left out alone.
+``gpu_uuid`` (Triton's label) plus the pod's ``model`` and ``version`` (so a dashboard
+selects a fleet's GPUs as it selects its other series), read at scrape time. Without
+a GPU (no NVML library, no driver, no device) the series are absent, never zero: a
+dashboard shows "no data", not an idle GPU. A value NVML cannot give for a device (power on some boards) is left out alone.
 
 Registered by exactly one process of a pod (the supervisor), so the pod's scrape,
 which sums series over processes, counts each GPU once.
@@ -22,7 +23,7 @@ from prometheus_client.registry import Collector
 
 log = logging.getLogger("infleet_worker.gpu_metrics")
 
-LABELS = ("gpu_uuid",)
+LABELS = ("gpu_uuid", "model", "version")
 
 
 def _load_nvml() -> Any | None:
@@ -50,7 +51,14 @@ def visible(index: int, uuid: str, spec: str | None) -> bool:
 
 
 class GpuCollector(Collector):
-    def __init__(self, nvml: Any | None = None, load: Callable[[], Any | None] = _load_nvml):
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        nvml: Any | None = None,
+        load: Callable[[], Any | None] = _load_nvml,
+    ):
+        self.model, self.version = model, version
         self.nvml: Any = nvml if nvml is not None else load()
 
     @property
@@ -100,7 +108,7 @@ class GpuCollector(Collector):
         for uuid, h in devices:
             for family, read in reads:
                 try:
-                    family.add_metric([uuid], read(h))
+                    family.add_metric([uuid, self.model, self.version], read(h))
                 except nv.NVMLError:
                     continue  # not supported on this board: absent, not zero
         for family in (util, total, used, power, limit):

@@ -54,7 +54,7 @@ class Worker:
         name, version = cfg.model.name, cfg.model.version
         self.gate = LocalGate()
         self.ready_metric = ready_gauge(name, version, self.registry)
-        self.registry.register(GpuCollector())
+        self.registry.register(GpuCollector(name, version))
         self.batch_metrics = BatchMetrics(name, version, self.registry)
         self.service = InferenceService(
             cfg, RequestMetrics(name, version, self.registry), self.gate

@@ -99,7 +99,9 @@ class Pod:
         self.registry = CollectorRegistry()
         self.ready_metric = ready_gauge(cfg.model.name, cfg.model.version, self.registry)
         self.ready_metric.set(0)
-        self.registry.register(GpuCollector())  # the pod's GPUs, once (not per process)
+        self.registry.register(
+            GpuCollector(cfg.model.name, cfg.model.version)
+        )  # the pod's GPUs, once (not per process)
         self.core: asyncio.subprocess.Process | None = None
         self.link: CoreLink | None = None
         self.front_ends: list[asyncio.subprocess.Process | None] = [None] * self.n

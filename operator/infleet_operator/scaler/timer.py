@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from infleet_operator import api, apply, children, events, naming, status
 from infleet_operator.kube import ApiError
+from infleet_operator.metrics import record_autoscaler
 from infleet_operator.runtime import Runtime
 from infleet_operator.scaler.controller import Autoscaler, TickOutcome
 from infleet_operator.scaler.prometheus import scrape_prometheus
@@ -147,6 +148,7 @@ async def autoscale(
         spec=auto,
         pod_start_s=pod_start,
     )
+    record_autoscaler(namespace or "", name, current, ready, outcome.status, outcome.view.partial)
     raw = dict(body)
     if outcome.plan.changed:
         await apply.set_replicas(rt.kube, deployment, outcome.plan.replicas)
