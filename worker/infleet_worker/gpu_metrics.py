@@ -5,7 +5,8 @@
 ``gpu_uuid`` (Triton's label) plus the pod's ``model`` and ``version`` (so a dashboard
 selects a fleet's GPUs as it selects its other series), read at scrape time. Without
 a GPU (no NVML library, no driver, no device) the series are absent, never zero: a
-dashboard shows "no data", not an idle GPU. A value NVML cannot give for a device (power on some boards) is left out alone.
+dashboard shows "no data", not an idle GPU. A value NVML cannot give for a device
+(power on some boards) is left out alone.
 
 Registered by exactly one process of a pod (the supervisor), so the pod's scrape,
 which sums series over processes, counts each GPU once.
