@@ -108,6 +108,15 @@ class PrometheusServer:
         result: list[dict[str, Any]] = doc["data"]["result"]
         return result
 
+    def targets_health(self) -> list[tuple[str, str, str]]:
+        """(scrape URL, health, last error) of every active target."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=10) as r:
+            doc = json.loads(r.read())
+        return [
+            (t["scrapeUrl"], t["health"], t.get("lastError", ""))
+            for t in doc["data"]["activeTargets"]
+        ]
+
 
 class PodTargets:
     """Writes the Running pods of a namespace (label selector) as file-SD targets."""
