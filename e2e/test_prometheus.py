@@ -161,6 +161,8 @@ def test_prometheus_mode_scales_and_a_scrape_gap_never_scales_down(
             if not has_values(result) and not q.gpu:  # no GPU here: absent by design
                 empty.append(f"{q.panel}: {q.expr}")
         assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+        rules = prometheus.rule_health()  # the chart's alerts evaluate on the real series
+        assert len(rules) >= 6 and set(rules.values()) == {"ok"}, rules
 
         # A scrape gap: traffic stops and Prometheus is down. Missing, never zero.
         load.stop()
@@ -190,5 +192,5 @@ def test_prometheus_mode_scales_and_a_scrape_gap_never_scales_down(
         asyncio.run(traffic.close())
     stats = traffic.stats
     print(f"served {stats.total_ok}, failed {stats.total_failed}; {stats.error_kinds()}")
-    assert stats.total_ok > 500
+    assert stats.total_ok > 200  # ~15 s of 50 req/s
     assert stats.total_failed == 0, stats.failures[:5]

@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from test_delivery_chart import by_kind, one, render
 
+RULES = Path(__file__).resolve().parents[1] / "charts/infleet/files/alerts/infleet-rules.yaml"
 DASHBOARD = (
     Path(__file__).resolve().parents[1] / "charts/infleet/files/dashboards/infleet-fleet.json"
 )
@@ -43,3 +46,13 @@ def test_worker_pod_monitor_with_the_prometheus_operator_api() -> None:
     assert pm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "infleet-worker"}
     assert pm["spec"]["namespaceSelector"] == {"any": True}
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+def test_alert_rules_as_a_prometheus_rule_with_the_operator_api() -> None:
+    assert "PrometheusRule" not in by_kind(render())
+    api = ("--api-versions", "monitoring.coreos.com/v1")
+    rule = one(render("metrics.prometheusRule.labels.release=kps", extra=api), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    assert rule["spec"] == yaml.safe_load(RULES.read_text())
+    off = render("metrics.prometheusRule.enabled=false", extra=api)
+    assert "PrometheusRule" not in by_kind(off)

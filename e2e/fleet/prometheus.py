@@ -3,8 +3,8 @@
 It scrapes every 1 s: the worker pods of a namespace, found by file service discovery
 (``PodTargets`` writes their IPs and names from the API server, as Kubernetes SD would,
 with the ``namespace`` and ``pod`` labels a ServiceMonitor keeps), and the operator's
-own /metrics. It can be stopped and started again on the same port and storage, to
-make a scrape gap.
+own /metrics, and evaluates the chart's alerting rules. It can be stopped and started
+again on the same port and storage, to make a scrape gap.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from kubernetes import client
 
 from testkit import free_port
 
+RULES = Path(__file__).resolve().parents[2] / "charts/infleet/files/alerts/infleet-rules.yaml"
+
 
 def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
@@ -38,7 +40,12 @@ class PrometheusServer:
         self.targets.write_text("[]")
         self.config = workdir / "prometheus.yml"
         doc = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "900ms"},
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "900ms",
+                "evaluation_interval": "1s",
+            },
+            "rule_files": [str(RULES)],  # the chart's alerts: Prometheus refuses bad ones
             "scrape_configs": [
                 {
                     "job_name": "infleet-workers",
@@ -116,6 +123,16 @@ class PrometheusServer:
             (t["scrapeUrl"], t["health"], t.get("lastError", ""))
             for t in doc["data"]["activeTargets"]
         ]
+
+    def rule_health(self) -> dict[str, str]:
+        """Alerting rule name -> health ("ok" once evaluated without error)."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/rules", timeout=10) as r:
+            doc = json.loads(r.read())
+        return {
+            rule["name"]: rule["health"]
+            for group in doc["data"]["groups"]
+            for rule in group["rules"]
+        }
 
 
 class PodTargets:

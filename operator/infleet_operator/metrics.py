@@ -37,6 +37,9 @@ AUTOSCALER_FORECAST = Gauge(
 AUTOSCALER_OBSERVED = Gauge(
     "infleet_autoscaler_observed_rps", "Arrival rate the autoscaler observed (req/s)", _FLEET
 )
+AUTOSCALER_MAX = Gauge(
+    "infleet_autoscaler_max_replicas", "spec.autoscaling.maxReplicas (alert: fleet at max)", _FLEET
+)
 AUTOSCALER_MISSING = Gauge(
     "infleet_autoscaler_metrics_missing",
     "1 when the last tick's worker metrics were missing or partial (no scale-down)",
@@ -45,10 +48,17 @@ AUTOSCALER_MISSING = Gauge(
 
 
 def record_autoscaler(
-    namespace: str, name: str, current: int, ready: int, status: dict[str, object], partial: bool
+    namespace: str,
+    name: str,
+    current: int,
+    ready: int,
+    max_replicas: int,
+    status: dict[str, object],
+    partial: bool,
 ) -> None:
     """One autoscaler tick's numbers (``status`` is status.autoscaler, camelCase)."""
     labels = (namespace, name)
+    AUTOSCALER_MAX.labels(*labels).set(max_replicas)
     AUTOSCALER_REPLICAS.labels(*labels).set(current)
     AUTOSCALER_READY.labels(*labels).set(ready)
     AUTOSCALER_MISSING.labels(*labels).set(1 if partial else 0)

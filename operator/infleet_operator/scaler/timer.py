@@ -148,7 +148,15 @@ async def autoscale(
         spec=auto,
         pod_start_s=pod_start,
     )
-    record_autoscaler(namespace or "", name, current, ready, outcome.status, outcome.view.partial)
+    record_autoscaler(
+        namespace or "",
+        name,
+        current,
+        ready,
+        auto.max_replicas,
+        outcome.status,
+        outcome.view.partial,
+    )
     raw = dict(body)
     if outcome.plan.changed:
         await apply.set_replicas(rt.kube, deployment, outcome.plan.replicas)
