@@ -4,6 +4,7 @@ token-id model; errors in OpenAI's shape with the right status."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.error
@@ -113,6 +114,14 @@ def test_float_format_and_dimensions(minilm: CachedServer) -> None:
     assert vec.shape == (64,)
     np.testing.assert_allclose(np.linalg.norm(vec), 1.0, atol=1e-5)
     np.testing.assert_allclose(vec, full[:64] / np.linalg.norm(full[:64]), atol=1e-5)
+
+
+def test_base64_is_little_endian_float32(minilm: CachedServer) -> None:
+    body = {"model": "minilm", "input": "truncate me", "encoding_format": "base64"}
+    status, doc = raw_post(minilm, json.dumps(body).encode())
+    assert status == 200 and isinstance(doc["data"][0]["embedding"], str)
+    vec = np.frombuffer(base64.b64decode(doc["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(vec, v2_embed(minilm, ["truncate me"])[0], atol=1e-6)
 
 
 def test_models_lists_what_the_worker_serves(minilm: CachedServer) -> None:
