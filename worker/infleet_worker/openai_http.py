@@ -31,6 +31,7 @@ from infleet_worker.openai_embeddings import (
 )
 from infleet_worker.protocol.errors import ErrorKind, InferError, invalid
 from infleet_worker.service import InferenceService
+from infleet_worker.tensors import InferRequest
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -148,7 +149,7 @@ class OpenAIRoutes:
             }
         )
 
-    async def _run(self, request: Any, model: EmbeddingModel) -> np.ndarray:
+    async def _run(self, request: InferRequest, model: EmbeddingModel) -> np.ndarray:
         request.requested_outputs = [model.output.name]
         result = await self.service.infer(request)
         try:
