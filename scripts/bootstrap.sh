@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make test` and `make demo`:
-#   - Debian packages the tests use for real (redis-server, iproute2)
+#   - Debian packages the tests use for real (redis-server, prometheus, iproute2)
 #   - one virtualenv of dependencies outside the repo (torch is several GB; shared by clones)
 #   - a small per-checkout overlay venv (.venv) with this checkout's code on top of it
 set -euo pipefail
@@ -14,6 +14,7 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
@@ -25,6 +26,7 @@ if ((${#need_apt[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # Debian starts the packaged service; tests run their own servers on free ports.
   $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
+  $SUDO systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 
 # The control plane is built from Go modules (k8s v1.35 needs Go >= 1.25).

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from infleet_worker import openai_http
 from infleet_worker.protocol.errors import ErrorKind, InferError, invalid
 from infleet_worker.protocol.http_codec import decode_request, decompress, encode_response
 from infleet_worker.service import InferenceService
@@ -68,6 +69,7 @@ class HttpFrontend:
             r.add_get(prefix + "/config", self.model_config)
             r.add_get(prefix + "/stats", self.model_stats)
             r.add_post(prefix + "/infer", self.infer)
+        openai_http.register(r, service)  # /v1/embeddings, /v1/models
 
     async def live(self, request: web.Request) -> web.Response:
         return web.Response(status=200)

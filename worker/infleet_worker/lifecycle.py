@@ -29,6 +29,7 @@ from infleet_worker.batcher import DynamicBatcher
 from infleet_worker.cache.base import ResultCache
 from infleet_worker.config import WorkerConfig
 from infleet_worker.engine.base import Engine, Signature
+from infleet_worker.gpu_metrics import GpuCollector
 from infleet_worker.logs import event
 from infleet_worker.metrics import BatchMetrics, RequestMetrics, ready_gauge
 from infleet_worker.servers import Servers, bound_port, start_app
@@ -53,6 +54,7 @@ class Worker:
         name, version = cfg.model.name, cfg.model.version
         self.gate = LocalGate()
         self.ready_metric = ready_gauge(name, version, self.registry)
+        self.registry.register(GpuCollector(name, version))
         self.batch_metrics = BatchMetrics(name, version, self.registry)
         self.service = InferenceService(
             cfg, RequestMetrics(name, version, self.registry), self.gate
@@ -75,7 +77,7 @@ class Worker:
             outputs={o.name: o for o in signature.outputs},
             on_batch=self._on_batch,
         )
-        self.batch_metrics.queue_depth.set_function(lambda: self.batcher.queue_depth)
+        self.batch_metrics.bind_queue_depth(lambda: self.batcher.queue_depth)
         self.service.bind(signature, self.batcher, cache)
         self.servers = Servers(self.service)
         self.metrics_port = 0

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from infleet_worker.batch_run import BatchOutcome
+from infleet_worker.batch_run import BatchOutcome, BatchTiming
+from infleet_worker.triton_metrics import TritonBatchMetrics, TritonRequestMetrics
 
 OUTCOMES = ("success", "rejected", "timeout", "error", "invalid", "cache_hit")
 
@@ -98,9 +99,34 @@ class RequestMetrics:
             registry=r,
         ).labels(model, version)
 
+        self.triton = TritonRequestMetrics(model, version, r)
+
     def bind_inflight(self, inflight: Callable[[], float]) -> None:
         """Read the gauge from live state at scrape time (no per-request cost)."""
         self.inflight.set_function(inflight)
+
+    def computed(self, queue_ns: int, timing: BatchTiming) -> None:
+        """A request's answer came from a batch: its queue wait and its batch's compute."""
+        self.queue_wait.observe(queue_ns / 1e9)
+        t = self.triton
+        t.queue_us.inc(queue_ns / 1000)
+        t.input_us.inc(timing.input_ns / 1000)
+        t.infer_us.inc(timing.infer_ns / 1000)
+        t.output_us.inc(timing.output_ns / 1000)
+
+    def cache_lookup(self, hit: bool) -> None:
+        (self.triton.cache_hits if hit else self.triton.cache_misses).inc()
+
+    def finish(self, outcome: str, elapsed_ns: int) -> None:
+        """A request got its answer (one of OUTCOMES) after ``elapsed_ns``."""
+        self.requests[outcome].inc()
+        self.latency.observe(elapsed_ns / 1e9)
+        t = self.triton
+        if outcome in ("success", "cache_hit"):
+            t.success.inc()
+            t.request_us.inc(elapsed_ns / 1000)
+        else:
+            t.failure[outcome].inc()
 
 
 class BatchMetrics:
@@ -129,10 +155,18 @@ class BatchMetrics:
             NAMES,
             registry=r,
         ).labels(model, version)
+        self.triton = TritonBatchMetrics(model, version, r)
+
+    def bind_queue_depth(self, depth: Callable[[], float]) -> None:
+        """Both queue-depth gauges (infleet's and Triton's pending count), read at scrape."""
+        self.queue_depth.set_function(depth)
+        self.triton.pending.set_function(depth)
 
     def observe(self, outcome: BatchOutcome) -> None:
         self.batch_size.observe(outcome.timing.batch_size)
         self.batches.inc()
+        self.triton.executions.inc()
+        self.triton.inferences.inc(outcome.timing.batch_size)
         if outcome.isolated:
             self.isolated.inc(outcome.isolated)
 

@@ -218,11 +218,11 @@ class InferenceService:
         m = self.metrics
         m.arrivals.inc()
         if not self.gate.accepting:
-            m.requests["rejected"].inc()
+            m.finish("rejected", time.perf_counter_ns() - t0)
             raise unavailable("worker is shutting down and takes no new requests")
         scheduler = self.scheduler
         if scheduler is None:
-            m.requests["rejected"].inc()
+            m.finish("rejected", time.perf_counter_ns() - t0)
             raise unavailable("the model is still loading; retry")
         self.inflight += 1
         self.gate.count(self.inflight)
@@ -237,6 +237,7 @@ class InferenceService:
                 tl = time.perf_counter_ns()
                 lookup = await self.cache.lookup(req)
                 dt = time.perf_counter_ns() - tl
+                m.cache_lookup(lookup.result is not None)
                 if lookup.result is not None:
                     self.stats.on_cache_hit(req.batch, dt)
                     outcome = "cache_hit"
@@ -247,7 +248,7 @@ class InferenceService:
                     to_compute = lookup.to_compute
             computed = await scheduler.submit(to_compute)
             self.stats.on_computed(computed.queue_ns, computed.timing)
-            m.queue_wait.observe(computed.queue_ns / 1e9)
+            m.computed(computed.queue_ns, computed.timing)
             result = InferResult(self._select(req, computed.outputs), release=computed.release)
             if self.cache is not None and lookup is not None:
                 result = await self.cache.complete(req, lookup, result)
@@ -275,8 +276,7 @@ class InferenceService:
             self.gate.count(self.inflight)
             if self.inflight == 0:
                 self._idle.set()
-            m.requests[outcome].inc()
-            m.latency.observe((time.perf_counter_ns() - t0) / 1e9)
+            m.finish(outcome, time.perf_counter_ns() - t0)
 
     # -- descriptions (JSON; gRPC parses the same dicts into its messages) -------------
     def server_metadata(self) -> dict[str, Any]:

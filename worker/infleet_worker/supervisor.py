@@ -42,6 +42,7 @@ from infleet_worker.core.merge import merge_metrics, merge_stats
 from infleet_worker.core.state import MAX_FRONT_ENDS, SharedState
 from infleet_worker.cpus import front_end_count
 from infleet_worker.frontend import unix_get_json
+from infleet_worker.gpu_metrics import GpuCollector
 from infleet_worker.logs import event
 from infleet_worker.metrics import ready_gauge
 from infleet_worker.servers import bound_port, reuse_port_socket, start_app
@@ -98,6 +99,9 @@ class Pod:
         self.registry = CollectorRegistry()
         self.ready_metric = ready_gauge(cfg.model.name, cfg.model.version, self.registry)
         self.ready_metric.set(0)
+        self.registry.register(
+            GpuCollector(cfg.model.name, cfg.model.version)
+        )  # the pod's GPUs, once (not per process)
         self.core: asyncio.subprocess.Process | None = None
         self.link: CoreLink | None = None
         self.front_ends: list[asyncio.subprocess.Process | None] = [None] * self.n

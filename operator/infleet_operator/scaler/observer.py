@@ -48,15 +48,16 @@ class FleetObserver:
         rated = 0
         for pod, sample in answered.items():
             prev = self._last.get(pod)
-            if prev is not None and now > prev.time:
+            taken = now if sample.time is None else sample.time
+            if prev is not None and taken > prev.time:
                 d_arr = sample.arrivals_total - prev.sample.arrivals_total
                 d_srv = sample.served_total - prev.sample.served_total
                 if d_arr >= 0 and d_srv >= 0:
-                    dt = now - prev.time
+                    dt = taken - prev.time
                     arrival_rate += d_arr / dt
                     served_rate += d_srv / dt
                     rated += 1
-            self._last[pod] = _Seen(now, sample)
+            self._last[pod] = _Seen(taken, sample)
         for pod in list(self._last):
             if pod not in samples:  # pod is gone
                 del self._last[pod]

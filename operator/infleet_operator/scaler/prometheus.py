@@ -3,6 +3,11 @@
 Per-pod instant vectors of the same series the pod scrape reads, so the same
 observer turns them into rates. Requires Prometheus to keep the ``namespace``
 and ``pod`` labels (the chart's ServiceMonitor does).
+
+A scrape gap is missing, never zero: Prometheus down or failing answers every pod
+missing; a pod whose newest sample is older than ``STALE_AFTER_S`` is missing; and
+rates use each sample's own timestamp, so an instant query that returns the same
+(not yet refreshed, or frozen) sample again gives no rate rather than a zero rate.
 """
 
 from __future__ import annotations
@@ -22,13 +27,19 @@ _SERIES = {
     "inflight": "sum by (pod) (infleet_inflight_requests{{{sel}}})",
     "arrivals_total": "sum by (pod) (infleet_request_arrivals_total{{{sel}}})",
     "served_total": 'sum by (pod) (infleet_requests_total{{{sel},outcome=~"{served}"}})',
+    # The newest arrivals sample per pod, only when fresher than STALE_AFTER_S.
+    "sample_time": "max by (pod) (timestamp(infleet_request_arrivals_total{{{sel}}}))"
+    " > time() - {stale}",
 }
+STALE_AFTER_S = 60
 
 
 def queries(namespace: str, pods: list[str]) -> dict[str, str]:
     sel = f'namespace="{namespace}",pod=~"{"|".join(pods)}"'
     served = "|".join(sorted(SERVED_OUTCOMES))
-    return {field: q.format(sel=sel, served=served) for field, q in _SERIES.items()}
+    return {
+        field: q.format(sel=sel, served=served, stale=STALE_AFTER_S) for field, q in _SERIES.items()
+    }
 
 
 def per_pod(result: dict[str, Any]) -> dict[str, float]:
@@ -46,7 +57,8 @@ def assemble(
 ) -> dict[str, WorkerSample | None]:
     samples: dict[str, WorkerSample | None] = {}
     for pod in pods:
-        if not all(pod in values.get(f, {}) for f in ("queue_depth", "inflight", "arrivals_total")):
+        needed = ("queue_depth", "inflight", "arrivals_total", "sample_time")
+        if not all(pod in values.get(f, {}) for f in needed):
             samples[pod] = None  # missing, never zero
             continue
         samples[pod] = WorkerSample(
@@ -55,6 +67,7 @@ def assemble(
             arrivals_total=values["arrivals_total"][pod],
             served_total=values.get("served_total", {}).get(pod, 0.0),
             ready=True,
+            time=values["sample_time"][pod],
         )
     return samples
 

@@ -22,6 +22,9 @@ class WorkerSample:
     arrivals_total: float  # counter
     served_total: float  # counter: success + cache_hit
     ready: bool
+    # When the sample was taken (Prometheus' own timestamp); None = at the tick (pod
+    # scrape). Rates use it, so a sample Prometheus has not refreshed gives no rate.
+    time: float | None = None
 
     @property
     def running(self) -> float:

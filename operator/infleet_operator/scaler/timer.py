@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from infleet_operator import api, apply, children, events, naming, status
 from infleet_operator.kube import ApiError
+from infleet_operator.metrics import record_autoscaler
 from infleet_operator.runtime import Runtime
 from infleet_operator.scaler.controller import Autoscaler, TickOutcome
 from infleet_operator.scaler.prometheus import scrape_prometheus
@@ -144,6 +145,15 @@ async def autoscale(
         samples=samples,
         current_replicas=current,
         ready_replicas=ready,
+    )
+    record_autoscaler(
+        namespace or "",
+        name,
+        current,
+        ready,
+        auto.max_replicas,
+        outcome.status,
+        outcome.view.partial,
     )
     raw = dict(body)
     if outcome.plan.changed:

@@ -91,7 +91,7 @@ class EngineCore:
         self.outputs = {o.name: o for o in engine.outputs}
         self.registry = CollectorRegistry()
         self.metrics = BatchMetrics(cfg.model.name, cfg.model.version, self.registry)
-        self.metrics.queue_depth.set_function(lambda: self.queue.count)
+        self.metrics.bind_queue_depth(lambda: self.queue.count)
         self.stats = ModelStats(cfg.model.name, cfg.model.version)
         self.sel = selectors.DefaultSelector()
         self.deadlines: list[tuple[int, int, Queued]] = []

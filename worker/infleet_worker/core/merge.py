@@ -41,7 +41,8 @@ def merge_metrics(texts: list[str]) -> str:
         if not samples[name]:
             continue  # e.g. the _created families: nothing left to show
         lines.append(f"# HELP {name} {doc}")
-        lines.append(f"# TYPE {name} {kind}")
+        # The parser calls an untyped family "unknown"; the text format says "untyped".
+        lines.append(f"# TYPE {name} {'untyped' if kind == 'unknown' else kind}")
         for (sname, labels), value in samples[name].items():
             label = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
             lines.append(f"{sname}{{{label}}} {_fmt(value)}" if label else f"{sname} {_fmt(value)}")
