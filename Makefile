@@ -11,10 +11,12 @@ export INFLEET_CACHE := $(CACHE)
 export INFLEET_DEPS_VENV := $(VENV)
 export INFLEET_VENV := $(LOCAL_VENV)
 export PATH := $(LOCAL_VENV)/bin:$(VENV)/bin:$(PATH)
-export PYTHONPATH := $(CURDIR)/e2e:$(CURDIR)/bench
+# Test/bench/demo code finds its shared helpers here (e2e/testkit.py, tests/redis_fixtures.py,
+# the harness): no module edits sys.path.
+export PYTHONPATH := $(CURDIR)/e2e:$(CURDIR)/bench:$(CURDIR)/tests
 PYTEST_ARGS ?=
 
-.PHONY: all bootstrap chart-sync k8s-bins test unit e2e lint crds crds-check demo cluster-up cluster-down bench clean
+.PHONY: all bootstrap chart-sync k8s-bins test unit e2e lint crds crds-check demo cluster-up cluster-down bench gpu-check clean
 
 all: test
 
@@ -51,7 +53,7 @@ test: bootstrap k8s-bins lint crds-check
 	$(PY) -m pytest tests e2e $(PYTEST_ARGS)
 
 demo: k8s-bins
-	$(PY) -m infleet_operator.cli dev demo
+	$(PY) -m fleet.demo
 
 cluster-up: k8s-bins
 	$(PY) -m kube_harness.cli up
@@ -61,6 +63,12 @@ cluster-down: bootstrap
 
 bench: bootstrap
 	@echo "see bench/README.md: each bench/*.py prints its own figures"
+
+## Every GPU path on a real GPU in <= 5 minutes, one table (docs/engine.md, "make gpu-check").
+## Needs only a python3 with torch (no venv, no registry); without a GPU it says so, exits 0.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py
 
 clean:
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -8,7 +8,7 @@
    spec change to all of them (update throughput); operator RSS before/after/idle;
 3. idle cost: the operator's CPU seconds over a quiet period with N objects.
 
-    PYTHONPATH=e2e:bench python bench/bench_operator.py [--objects 100] [--skip-ready]
+    PYTHONPATH=e2e:bench:tests .venv/bin/python bench/bench_operator.py [--objects 100]
 """
 
 from __future__ import annotations
@@ -23,12 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "e2e"))
+from kubernetes import client
 
-from kubernetes import client  # noqa: E402
-
-from fleet.operator import (  # noqa: E402
+from fleet.operator import (
     GROUP,
     PLURAL,
     VERSION,
@@ -36,8 +33,10 @@ from fleet.operator import (  # noqa: E402
     install_operator_prereqs,
     kubectl,
 )
-from kube_harness.build import find_binaries  # noqa: E402
-from kube_harness.cluster import Cluster  # noqa: E402
+from kube_harness.build import find_binaries
+from kube_harness.cluster import Cluster
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def spec(replicas: int = 1, batch: int = 16) -> dict[str, Any]:

@@ -13,9 +13,10 @@ and throughput, and the throughput ratios against the 0 % case.
 
 Every server binds 127.0.0.1; every loop is bounded in count.
 
-    ~/.cache/infleet/venv/bin/python bench/cache.py                 # both parts
-    ~/.cache/infleet/venv/bin/python bench/cache.py --skip-e2e      # cache layer only
-    ~/.cache/infleet/venv/bin/python bench/cache.py --layers 12 --seq 128   # full BERT-base
+    export PYTHONPATH=e2e:bench:tests   # what make exports: redis_fixtures, cache_fixtures
+    .venv/bin/python bench/cache.py                 # both parts
+    .venv/bin/python bench/cache.py --skip-e2e      # cache layer only
+    .venv/bin/python bench/cache.py --layers 12 --seq 128   # full BERT-base
 """
 
 from __future__ import annotations
@@ -37,17 +38,16 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the redis-server fixture's process handle
+from cache_fixtures import cache_config
+from infleet_worker.cache.codec import decode, encode
+from infleet_worker.cache.factory import build_cache
+from infleet_worker.cache.keys import output_key, row_keys
+from infleet_worker.cache.redis_cache import EmbeddingCache, OutputCache
+from infleet_worker.tensors import InferRequest, InferResult, Tensor
+from redis_fixtures import RedisServer
+from serverproc import free_port, wait_http_ready
 
-from infleet_worker.cache.codec import decode, encode  # noqa: E402
-from infleet_worker.cache.factory import build_cache  # noqa: E402
-from infleet_worker.cache.keys import output_key, row_keys  # noqa: E402
-from infleet_worker.cache.redis_cache import EmbeddingCache, OutputCache  # noqa: E402
-from infleet_worker.cache.testing import cache_config  # noqa: E402
-from infleet_worker.tensors import InferRequest, InferResult, Tensor  # noqa: E402
-from redis_fixtures import RedisServer  # noqa: E402
-from serverproc import free_port, wait_http_ready  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PY = sys.executable
 

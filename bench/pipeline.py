@@ -37,7 +37,8 @@ import torch
 from infleet_worker.config import WorkerConfig
 from infleet_worker.engine.base import Engine
 from infleet_worker.engine.loader import load_engine
-from infleet_worker.engine.pipeline.runner import PipelineEngine
+from infleet_worker.engine.pipeline.runner import PipelineRunner
+from infleet_worker.engine.torch_engine import TorchEngine
 from infleet_worker.tensors import Tensor
 
 SMALL_ENCODER = "layers=4,hidden=256,heads=4,ffn=1024,seq=64"
@@ -125,7 +126,7 @@ def merge(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return merged
 
 
-def profiled_overlap(engine: PipelineEngine, batch: dict[str, Tensor], iters: int) -> float:
+def profiled_overlap(engine: TorchEngine, batch: dict[str, Tensor], iters: int) -> float:
     """Overlap fraction between stages from a torch.profiler chrome trace."""
     cuda = engine.runner.device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -157,7 +158,7 @@ def profiled_overlap(engine: PipelineEngine, batch: dict[str, Tensor], iters: in
     return busy_fraction(groups)[0]
 
 
-def task_overlap(engine: PipelineEngine, batch: dict[str, Tensor], iters: int) -> float:
+def task_overlap(engine: TorchEngine, batch: dict[str, Tensor], iters: int) -> float:
     """Overlap fraction from the runner's own host-side task trace."""
     trace: list[tuple[int, int, float, float]] = []
     runner = engine.runner
@@ -175,7 +176,7 @@ def task_overlap(engine: PipelineEngine, batch: dict[str, Tensor], iters: int) -
     return busy_fraction(groups)[0]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--model", default="encoder-base", help="builtin model name")
     parser.add_argument(
@@ -191,7 +192,14 @@ def main() -> None:
     parser.add_argument("--stages", default="1,2,4")
     parser.add_argument("--iters", type=int, default=None, help="timed runs per setting")
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--no-overlap",
+        dest="overlap",
+        action="store_false",
+        help="skip the profiler/trace overlap figures (faster)",
+    )
+    parser.add_argument("--json", default=None, help="also write {stages: rows/s} here")
+    args = parser.parse_args(argv)
 
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if args.params is None:
@@ -222,14 +230,15 @@ def main() -> None:
         )
         if 1 in results and stages != 1:
             line += f"  ratio vs pp1 {results[stages] / results[1]:.3f}"
-        if isinstance(engine, PipelineEngine):
+        pipelined = isinstance(engine, TorchEngine) and isinstance(engine.runner, PipelineRunner)
+        if pipelined and args.overlap:
             runs = max(2, iters // 3)
             line += (
                 f"  overlap: profiler {profiled_overlap(engine, batch, runs):.2f}, "
                 f"tasks {task_overlap(engine, batch, runs):.2f}"
             )
         print(line, flush=True)
-        if stages == 1 and not cuda and torch.get_num_threads() > 1:
+        if stages == 1 and not cuda and args.overlap and torch.get_num_threads() > 1:
             # Each CPU stage gets cores / N threads; pp1 with one thread is the per-core view.
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
@@ -237,6 +246,9 @@ def main() -> None:
             torch.set_num_threads(threads)
             print(f"  pp1 with 1 intra-op thread: {single:9.1f} rows/s")
         engine.close()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": where, "rows_per_s": results}, f)
 
 
 if __name__ == "__main__":

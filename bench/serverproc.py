@@ -2,21 +2,19 @@
 
 Shared by serving.py, triton_peer.py and cache.py (bench/ is on ``sys.path``: it
 is the script's own directory, and ``make`` puts it on PYTHONPATH for tests).
+``free_port`` is the shared one of e2e/testkit.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import time
 import urllib.request
 
+from testkit import free_port
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port", "stop_process", "wait_http_ready"]
 
 
 def wait_http_ready(

@@ -246,7 +246,9 @@ def reference_model(params: dict[str, str]) -> Any:
     import torch
 
     torch.set_num_threads(1)  # the client's torch stays off the servers' cores
-    return import_worker_models().builtin_factory("mlp")(params).eval()
+    from infleet_worker.models import builtin_factory
+
+    return builtin_factory("mlp")(params).eval()
 
 
 async def check_outputs(
@@ -295,17 +297,6 @@ def worker_env() -> dict[str, str]:
         p for p in (str(REPO_ROOT / "worker"), env.get("PYTHONPATH", "")) if p
     )
     return env
-
-
-def import_worker_models() -> Any:
-    if str(REPO_ROOT / "worker") not in sys.path:
-        try:
-            import infleet_worker
-        except ImportError:
-            sys.path.insert(0, str(REPO_ROOT / "worker"))
-    import infleet_worker.models
-
-    return infleet_worker.models
 
 
 @contextlib.contextmanager

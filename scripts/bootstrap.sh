@@ -57,7 +57,9 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # A shared venv from before the overlay existed still holds one checkout's editable install.
-if "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("infleet")' 2>/dev/null; then
+# -I: `python -c` would otherwise look in the working directory, where a checkout's own
+# infleet.egg-info (left by the pip install above) reads as an install.
+if "$VENV/bin/python" -I -c 'import importlib.metadata as m; m.version("infleet")' 2>/dev/null; then
   "$VENV/bin/pip" uninstall -q -y infleet
 fi
 

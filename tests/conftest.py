@@ -1,6 +1,3 @@
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
+"""Shared fixtures: real redis-server processes and worker builders (tests/ is on the path)."""
 
 pytest_plugins = ["redis_fixtures", "worker_fixtures"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,11 +31,7 @@ from pathlib import Path
 import pytest
 import redis
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from testkit import free_port
 
 
 def redis_server_binary() -> str | None:
@@ -64,7 +59,7 @@ class RedisServer:
         self.binary = binary
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._may_move = port is None  # until the first successful start
         self.password = password
         self.tls = tls
@@ -139,7 +134,7 @@ class RedisServer:
                 return self
             self.stop()
             if self._may_move:  # the free port was taken in between: pick another
-                self.port = _free_port()
+                self.port = free_port()
             else:
                 time.sleep(0.2 * (attempt + 1))
         raise RuntimeError(f"redis-server did not start on 127.0.0.1:{self.port}")

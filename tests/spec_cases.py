@@ -1,14 +1,17 @@
-"""Invalid InferenceDeployment specs, shared by the model tests and the real-API-server e2e.
+"""Bad (and tricky good) InferenceDeployment specs: one table for the pydantic models, the
+real API server (e2e/test_bad_specs.py) and ``infleet validate``.
 
-Each case: an id, a patch applied to a valid base spec, and the field path the
-error must name (camelCase, as the user wrote it). ``strict`` cases are only
-refused by the API server under strict field validation (unknown fields).
+Each bad case: an id, a patch applied to a valid base spec, the one field path the error
+must name, written as the API server writes it (``spec.engine.batchBuckets``,
+``spec.tolerations[0].effect``; the server's leading ``.`` on a few paths is dropped),
+and a fragment of the message that the server and ``infleet validate`` both print.
+Each case is one mistake, so each must give exactly one error.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 BASE_SPEC: dict[str, Any] = {
@@ -17,15 +20,19 @@ BASE_SPEC: dict[str, Any] = {
     "batching": {"maxBatchSize": 16},
     "replicas": 1,
 }
+SOURCE_RULE = "must be builtin://NAME, file:///ABSOLUTE/PATH or python://package.module:factory"
+NAME_RULE = "must be 1-63 lowercase letters, digits, '.', '_' or '-'"
+GPU = "nvidia.com/gpu"
 
 
 @dataclass(frozen=True)
-class InvalidCase:
+class SpecCase:
     id: str
     patch: dict[str, Any]
-    field: str  # must appear in the error message
+    path: str = ""  # the field the one error names ("" for a valid case)
+    message: str = ""  # a fragment of that error's message
     remove: tuple[str, ...] = ()  # dotted paths to delete from the base
-    strict: bool = field(default=False)
+    name: str = "case"  # metadata.name
 
     def spec(self) -> dict[str, Any]:
         spec = copy.deepcopy(BASE_SPEC)
@@ -35,8 +42,16 @@ class InvalidCase:
             for p in parents:
                 node = node[p]
             node.pop(leaf, None)
-        _merge(spec, self.patch)
+        _merge(spec, copy.deepcopy(self.patch))
         return spec
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "infleet.dev/v1alpha1",
+            "kind": "InferenceDeployment",
+            "metadata": {"name": self.name},
+            "spec": self.spec(),
+        }
 
 
 def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -47,51 +62,89 @@ def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
             into[key] = value
 
 
-INVALID_CASES: list[InvalidCase] = [
-    InvalidCase("precision-enum", {"engine": {"precision": "fp8"}}, "precision"),
-    InvalidCase("device-enum", {"engine": {"device": "tpu"}}, "device"),
-    InvalidCase("negative-replicas", {"replicas": -1}, "replicas"),
-    InvalidCase("zero-batch", {"batching": {"maxBatchSize": 0}}, "maxBatchSize"),
-    InvalidCase(
-        "negative-queue-delay",
-        {"batching": {"maxQueueDelayMicroseconds": -5}},
-        "maxQueueDelayMicroseconds",
-    ),
-    InvalidCase("pipeline-too-deep", {"engine": {"pipelineParallel": 9}}, "pipelineParallel"),
-    InvalidCase(
-        "min-above-max",
-        {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}},
-        "minReplicas",
-    ),
-    InvalidCase(
-        "microbatches-above-batch",
-        {"engine": {"microBatches": 32}, "batching": {"maxBatchSize": 8}},
-        "microBatches",
-    ),
-    InvalidCase("bucket-above-batch", {"engine": {"batchBuckets": [1, 4, 64]}}, "batchBuckets"),
-    InvalidCase("unknown-field", {"engine": {"gpus": 2}}, "gpus", strict=True),
-    InvalidCase("bad-source-scheme", {"model": {"source": "s3://bucket/model.pt"}}, "source"),
-    InvalidCase("relative-file-source", {"model": {"source": "file://model.pt"}}, "source"),
-    InvalidCase("bad-model-name", {"model": {"name": "My Model!"}}, "name"),
-    InvalidCase("missing-model", {}, "model", remove=("model",)),
-    InvalidCase("missing-source", {}, "source", remove=("model.source",)),
-    InvalidCase("cache-without-redis", {"cache": {"mode": "output"}}, "redis"),
-    InvalidCase("cache-mode-enum", {"cache": {"mode": "everything"}}, "mode"),
-    InvalidCase(
-        "bad-redis-url", {"cache": {"mode": "output", "redis": {"url": "http://r:6379"}}}, "url"
-    ),
-    InvalidCase("zero-ttl", {"cache": {"ttlSeconds": 0}}, "ttlSeconds"),
-    InvalidCase(
-        "zero-target-depth",
-        {"autoscaling": {"targetQueueDepthPerReplica": 0}},
-        "targetQueueDepthPerReplica",
-    ),
-    InvalidCase("policy-enum", {"autoscaling": {"policy": "magic"}}, "policy"),
-    InvalidCase("pull-policy-enum", {"imagePullPolicy": "Sometimes"}, "imagePullPolicy"),
-    InvalidCase(
-        "priority-default-above-levels",
-        {"batching": {"priorityLevels": 2, "defaultPriorityLevel": 3}},
-        "defaultPriorityLevel",
-    ),
-    InvalidCase("bad-quantity", {"resources": {"requests": {"cpu": "lots"}}}, "requests"),
-]
+C = SpecCase
+INVALID_CASES: list[SpecCase] = [
+    C("precision-enum", {"engine": {"precision": "int4"}}, "spec.engine.precision",
+      'Unsupported value: "int4": supported values: "fp32", "fp16", "bf16", "int8", '
+      '"int8-weight-only", "fp8"'),
+    C("device-enum", {"engine": {"device": "tpu"}}, "spec.engine.device",
+      'Unsupported value: "tpu"'),
+    C("negative-replicas", {"replicas": -1}, "spec.replicas", "should be a non-negative integer"),
+    C("zero-batch", {"batching": {"maxBatchSize": 0}}, "spec.batching.maxBatchSize",
+      "should be greater than or equal to 1"),
+    C("negative-queue-delay", {"batching": {"maxQueueDelayMicroseconds": -5}},
+      "spec.batching.maxQueueDelayMicroseconds", "should be greater than or equal to 0"),
+    C("pipeline-too-deep", {"engine": {"pipelineParallel": 9}}, "spec.engine.pipelineParallel",
+      "should be less than or equal to 8"),
+    C("min-above-max", {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}},
+      "spec.autoscaling.minReplicas", "minReplicas must be <= maxReplicas"),
+    C("microbatches-above-batch", {"engine": {"microBatches": 32}, "batching": {"maxBatchSize": 8}},
+      "spec.engine.microBatches", "engine.microBatches must be <= batching.maxBatchSize"),
+    C("bucket-above-batch", {"engine": {"batchBuckets": [1, 4, 64]}}, "spec.engine.batchBuckets",
+      "engine.batchBuckets must not exceed batching.maxBatchSize"),
+    C("buckets-descending", {"engine": {"batchBuckets": [8, 4, 2]}}, "spec.engine.batchBuckets",
+      "batchBuckets must be strictly ascending"),
+    C("buckets-repeated", {"engine": {"batchBuckets": [2, 2, 4]}}, "spec.engine.batchBuckets",
+      "batchBuckets must be strictly ascending"),
+    C("bucket-zero", {"engine": {"batchBuckets": [0, 2]}}, "spec.engine.batchBuckets",
+      "batchBuckets entries must be >= 1"),
+    C("unknown-field", {"engine": {"gpus": 2}}, "spec.engine.gpus",
+      "field not declared in schema"),
+    C("bad-source-scheme", {"model": {"source": "s3://bucket/model.pt"}}, "spec.model.source",
+      SOURCE_RULE),
+    C("relative-file-source", {"model": {"source": "file://model.pt"}}, "spec.model.source",
+      SOURCE_RULE),
+    C("bad-model-name", {"model": {"name": "My Model!"}}, "spec.model.name", NAME_RULE),
+    C("missing-model", {}, "spec.model", "Required value", remove=("model",)),
+    C("missing-source", {}, "spec.model.source", "Required value", remove=("model.source",)),
+    C("cache-without-redis", {"cache": {"mode": "output"}}, "spec.cache.redis",
+      "cache.mode is not off: set cache.redis.url or cache.redis.secretRef"),
+    C("cache-mode-enum", {"cache": {"mode": "everything"}}, "spec.cache.mode",
+      'Unsupported value: "everything"'),
+    C("bad-redis-url", {"cache": {"mode": "output", "redis": {"url": "http://r:6379"}}},
+      "spec.cache.redis.url", "should match"),
+    C("zero-ttl", {"cache": {"ttlSeconds": 0}}, "spec.cache.ttlSeconds",
+      "should be greater than or equal to 1"),
+    C("zero-target-depth", {"autoscaling": {"targetQueueDepthPerReplica": 0}},
+      "spec.autoscaling.targetQueueDepthPerReplica", "should be greater than 0"),
+    C("policy-enum", {"autoscaling": {"policy": "magic"}}, "spec.autoscaling.policy",
+      'Unsupported value: "magic"'),
+    C("pull-policy-enum", {"imagePullPolicy": "Sometimes"}, "spec.imagePullPolicy",
+      'Unsupported value: "Sometimes"'),
+    C("toleration-effect-enum", {"tolerations": [{"key": "k", "effect": "Never"}]},
+      "spec.tolerations[0].effect", 'Unsupported value: "Never"'),
+    C("priority-default-above-levels",
+      {"batching": {"priorityLevels": 2, "defaultPriorityLevel": 3}},
+      "spec.batching.defaultPriorityLevel", "defaultPriorityLevel must be <= priorityLevels"),
+    C("bad-quantity", {"resources": {"requests": {"cpu": "lots"}}}, "spec.resources.requests[cpu]",
+      "must be a quantity such as 4, 500m, 1.5 or 16Gi"),
+    C("negative-quantity", {"resources": {"limits": {"memory": "-1Gi"}}},
+      "spec.resources.limits[memory]", "must be a quantity"),
+    C("gpu-limit-on-cpu", {"resources": {"limits": {GPU: 2}}}, "spec.resources.limits",
+      f"{GPU} on engine.device cpu"),
+    C("gpu-request-on-cpu", {"resources": {"requests": {GPU: "1"}}}, "spec.resources.requests",
+      f"{GPU} on engine.device cpu"),
+    C("gpu-count-not-pipeline", {"engine": {"device": "cuda", "pipelineParallel": 2},
+                                 "resources": {"limits": {GPU: 3}}},
+      "spec.resources.limits", f"{GPU} must equal engine.pipelineParallel"),
+    C("domain-min-above-max",
+      {"model": {"inputs": [{"name": "x", "datatype": "INT64", "shape": [4],
+                             "domain": {"min": 5, "max": 1}}]}},
+      "spec.model.inputs[0].domain.min", "domain min must be <= max"),
+    C("metadata-name", {}, "metadata.name",
+      "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters",
+      name="My_Model"),
+]  # fmt: skip
+
+# Specs both sides must accept (quantities are int-or-string, as in Kubernetes).
+VALID_CASES: list[SpecCase] = [
+    C("base", {}),
+    C("gpu-int-quantity", {"engine": {"device": "cuda", "pipelineParallel": 2},
+                           "resources": {"limits": {GPU: 2, "cpu": 4}, "requests": {GPU: "2"}}}),
+    C("quantities", {"resources": {"requests": {"cpu": "500m", "memory": "16Gi"},
+                                   "limits": {"cpu": "1.5", "memory": "1e9"}}}),
+    C("ascending-buckets", {"engine": {"batchBuckets": [1, 2, 4, 16]}}),
+    C("domain", {"model": {"inputs": [{"name": "ids", "datatype": "INT64", "shape": [8],
+                                       "domain": {"min": 0, "max": 99}}]}}),
+    C("dotted-name", {}, name="enc.v2"),
+]  # fmt: skip

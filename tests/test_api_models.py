@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from infleet_operator import api, manifests
-from spec_cases import BASE_SPEC, INVALID_CASES, InvalidCase
+from infleet_operator import api, cli, manifests
+from spec_cases import BASE_SPEC, INVALID_CASES, VALID_CASES, SpecCase
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,16 +20,61 @@ def test_base_spec_is_valid() -> None:
     assert spec.batching.max_batch_size == 16
 
 
-def test_at_least_fifteen_invalid_cases() -> None:
-    assert len(INVALID_CASES) >= 15
+def test_at_least_thirty_invalid_cases() -> None:
+    assert len(INVALID_CASES) >= 30
+    assert len({c.id for c in INVALID_CASES}) == len(INVALID_CASES)
+
+
+def model_errors(case: SpecCase) -> list[str]:
+    try:
+        api.InferenceDeployment.model_validate(case.document())
+    except ValidationError as exc:
+        return manifests.format_errors(exc)
+    return []
+
+
+def validate_cli(
+    case: SpecCase, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, list[str]]:
+    """``infleet validate`` on the case's manifest: exit code and its error lines."""
+    path = tmp_path / f"{case.id}.yaml"
+    path.write_text(yaml.safe_dump(case.document()))
+    code = cli.main(["validate", str(path)])
+    err = capsys.readouterr().err
+    return code, [line.strip() for line in err.splitlines() if line.startswith(" ")]
 
 
 @pytest.mark.parametrize("case", INVALID_CASES, ids=lambda c: c.id)
-def test_invalid_spec_rejected_naming_field(case: InvalidCase) -> None:
-    with pytest.raises(ValidationError) as info:
-        manifests.parse_spec(case.spec())
-    text = "\n".join(manifests.format_errors(info.value))
-    assert case.field in text, text
+def test_invalid_spec_one_error_naming_field_and_rule(case: SpecCase) -> None:
+    errors = model_errors(case)
+    assert len(errors) == 1, errors
+    path, _, message = errors[0].partition(": ")
+    assert path == case.path, errors
+    assert case.message in message, errors
+
+
+@pytest.mark.parametrize("case", INVALID_CASES, ids=lambda c: c.id)
+def test_infleet_validate_prints_the_same(
+    case: SpecCase, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, lines = validate_cli(case, tmp_path, capsys)
+    assert code == 1
+    assert lines == model_errors(case)
+
+
+@pytest.mark.parametrize("case", VALID_CASES, ids=lambda c: c.id)
+def test_valid_specs_accepted(
+    case: SpecCase, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert model_errors(case) == []
+    assert validate_cli(case, tmp_path, capsys) == (0, [])
+
+
+def test_integer_gpu_quantity_reaches_the_pod_as_a_quantity() -> None:
+    spec = manifests.parse_spec(
+        {**BASE_SPEC, "engine": {"device": "cuda"}, "resources": {"limits": {"nvidia.com/gpu": 1}}}
+    )
+    assert spec.resources.limits == {"nvidia.com/gpu": "1"}
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from cache_fixtures import CountingEmbedder, cache_config, ids_request, serve
 from infleet_worker.cache.breaker import BreakerState, CircuitBreaker
 from infleet_worker.cache.factory import build_cache
 from infleet_worker.cache.redis_cache import OutputCache
-from infleet_worker.cache.testing import CountingEmbedder, cache_config, ids_request, serve
 from redis_fixtures import RedisServer
 
 

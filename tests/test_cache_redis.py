@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from cache_fixtures import CountingEmbedder, cache_config, ids_request, serve
 from infleet_worker.cache.base import ResultCache
 from infleet_worker.cache.factory import build_cache
 from infleet_worker.cache.keys import output_key, row_keys
 from infleet_worker.cache.redis_cache import EmbeddingCache, OutputCache
-from infleet_worker.cache.testing import CountingEmbedder, cache_config, ids_request, serve
 from infleet_worker.config import REDIS_URL_ENV
 
 

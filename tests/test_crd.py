@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from infleet_operator import crd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +59,23 @@ def test_subresources_and_columns() -> None:
 
 
 def test_cel_rules_present() -> None:
-    text = yaml.safe_dump(crd.render_crd())
+    rules = [
+        rule["rule"]
+        for _, node in _walk(crd.render_crd())
+        for rule in node.get("x-kubernetes-validations", [])
+    ]
+    text = "\n".join(rules)
     assert "self.minReplicas <= self.maxReplicas" in text
     assert "self.engine.microBatches <= self.batching.maxBatchSize" in text
+    assert "self.batchBuckets.isSorted()" in text  # [8, 4, 2] refused by the API server
+    assert "'nvidia.com/gpu' in self.resources.limits" in text
+
+
+def test_quantities_are_int_or_string() -> None:
+    spec = crd.render_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+        "spec"
+    ]
+    limits = spec["properties"]["resources"]["properties"]["limits"]["additionalProperties"]
+    assert limits["x-kubernetes-int-or-string"] is True and "type" not in limits
+    # The scale subresource refuses negative replicas itself; a minimum would say it twice.
+    assert "minimum" not in spec["properties"]["replicas"]

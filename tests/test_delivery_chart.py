@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "infleet"
 RBAC = ROOT / "manifests" / "base" / "rbac.yaml"
-sys.path.insert(0, str(ROOT / "e2e"))
 
 Obj = dict[str, Any]
 

@@ -78,8 +78,21 @@ def test_outside_buckets_runs_eager() -> None:
     assert out.array.shape == (6, 64)
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8"])
+FP8_OK = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
+# precision -> min cosine similarity to fp32 on the GPU (docs/engine.md, "Precision")
+GPU_TOLERANCE = {
+    "fp16": 0.995,
+    "bf16": 0.995,
+    "int8": 0.995,
+    "int8-weight-only": 0.995,
+    "fp8": 0.99,
+}
+
+
+@pytest.mark.parametrize("precision", sorted(GPU_TOLERANCE))
 def test_encoder_precisions_on_gpu(precision: str) -> None:
+    if precision == "fp8" and not FP8_OK:
+        pytest.skip("fp8 needs compute capability >= 8.9 (refusal tested below)")
     ref_engine = load("encoder-base", SMALL_ENCODER)
     engine = load("encoder-base", SMALL_ENCODER, precision=precision)
     engine.warmup()
@@ -87,7 +100,37 @@ def test_encoder_precisions_on_gpu(precision: str) -> None:
     ref = ref_engine.run({"input_ids": Tensor("INT64", ids)})["embedding"].array
     out = engine.run({"input_ids": Tensor("INT64", ids)})["embedding"].array
     cos = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
-    assert cos.min() > 0.995
+    assert cos.min() > GPU_TOLERANCE[precision]
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_quantized_mlp_on_gpu_pads_small_batches_and_replays(precision: str) -> None:
+    """int8 pads fewer than 17 rows for _int_mm; each bucket's graph replays the swap."""
+    from infleet_worker.engine.quant import Fp8Linear, Int8Linear
+
+    if precision == "fp8" and not FP8_OK:
+        pytest.skip("fp8 needs compute capability >= 8.9")
+    params = {"width": "256", "depth": "4"}
+    engine = load("mlp", params, precision=precision)
+    engine.warmup()
+    kinds = {type(m) for m in engine.runner.module.modules()}
+    assert (Int8Linear if precision == "int8" else Fp8Linear) in kinds
+    assert engine.runner.graph_count == 4
+    ref = load("mlp", params)
+    x = np.random.default_rng(0).standard_normal((8, 256)).astype(np.float32)
+    for n in (1, 3, 8):
+        got = engine.run({"input": Tensor("FP32", x[:n])})["output"].array
+        want = ref.run({"input": Tensor("FP32", x[:n])})["output"].array
+        cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+        assert got.shape == (n, 256) and cos.min() > 0.99
+
+
+@pytest.mark.skipif(FP8_OK, reason="this GPU has fp8 tensor cores: nothing to refuse")
+def test_fp8_refused_below_compute_capability_8_9() -> None:
+    from infleet_worker.engine.base import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match=r"fp8 needs a GPU .* has compute capability"):
+        load("mlp", {"width": "64"}, precision="fp8")
 
 
 def test_cuda_graphs_off_is_eager() -> None:

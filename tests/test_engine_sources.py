@@ -13,7 +13,8 @@ from torch import nn
 
 from infleet_worker.config import WorkerConfig
 from infleet_worker.engine.base import Engine, ModelLoadError
-from infleet_worker.engine.loader import SIGNATURE_FILE, load_engine
+from infleet_worker.engine.loader import load_engine
+from infleet_worker.engine.sources import SIGNATURE_FILE
 from infleet_worker.tensors import Tensor
 
 SIGNATURE = {

@@ -4,6 +4,7 @@ sampler, detokenizer, limits, aborts. (Reference equality is test_generate_refer
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from infleet_worker.generate import is_generative
 from infleet_worker.generate.block_manager import BlockManager
 from infleet_worker.generate.config import ConfigError, llama_from_hf, llama_from_params
 from infleet_worker.generate.detok import Detokenizer
-from infleet_worker.generate.engine import EngineDead, GenerateEngine
+from infleet_worker.generate.engine import EngineDead, GenerateEngine, QueueFull
 from infleet_worker.generate.loader import build_core
 from infleet_worker.generate.model_runner import kv_bytes_per_block
 from infleet_worker.generate.sampler import sample
@@ -262,3 +263,13 @@ async def test_a_failing_step_fails_its_sequences_and_marks_the_engine_dead(
             engine.submit([1, 2], greedy(1), lambda out: None)
     finally:
         engine.stop()
+
+
+def test_a_full_waiting_queue_refuses_at_once() -> None:
+    core = core_for("builtin://llama")
+    core.opts = dataclasses.replace(core.opts, max_waiting=2)
+    engine = GenerateEngine(core)  # not started: nothing leaves the queue
+    for _ in range(2):
+        engine.submit([1, 2, 3], greedy(1), lambda out: None)
+    with pytest.raises(QueueFull, match="2 sequences are already waiting"):
+        engine.submit([1, 2, 3], greedy(1), lambda out: None)

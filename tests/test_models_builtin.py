@@ -6,6 +6,7 @@ import hashlib
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,12 +95,16 @@ def test_encoder_signature_and_optional_mask() -> None:
 def test_same_seed_same_weights_across_processes() -> None:
     here = {model: weights_digest(model, params) for model, params in SMALL.items()}
     code = (
-        "import sys; sys.path.insert(0, 'tests');"
         "from test_models_builtin import SMALL, weights_digest;"
         "print(*(weights_digest(m, p) for m, p in sorted(SMALL.items())))"
     )
     there = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=Path(__file__).parent,  # `python -c` imports from its working directory
     ).stdout.split()
     assert there == [here[m] for m in sorted(SMALL)]
     assert weights_digest("mlp", {**SMALL["mlp"], "seed": "1"}) != here["mlp"]

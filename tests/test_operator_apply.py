@@ -198,3 +198,44 @@ async def test_edited_child_is_restored() -> None:
     await asyncio.wait_for(rt._drift[("ns", "m")], 5)
     assert kube.objects[KEY]["spec"]["replicas"] == 2
     await rt.close()
+
+
+async def test_autoscaler_writes_are_not_drift() -> None:
+    """Drift is a change to fields our field manager owns: the autoscaler's replicas
+    (its own manager) are not, with no bookkeeping of its writes anywhere."""
+    from infleet_operator.runtime import Runtime
+
+    kube = FakeKube()
+    spec = auto(min_r=2, max_r=6)
+    result = await reconcile(kube, spec)
+    rt = Runtime(kube=kube, drift_delay=0.0)  # type: ignore[arg-type]
+    rt.note_applied(("ns", "m"), result.deployment)
+    await apply.set_replicas(kube, kube.objects[KEY], 5)  # what the autoscaler's timer calls
+    assert kube.objects[KEY]["spec"]["replicas"] == 5
+    rt.check_drift(("ns", "m"), kube.objects[KEY])
+    assert not rt._drift
+    # the same count written by someone else, who takes a field the operator owns
+    b = body()
+    result = await reconcile(kube)  # autoscaling off: the operator owns replicas again
+    rt.note_applied(("ns", "m"), result.deployment)
+    rt.indices.ideps = {("ns", "m"): [b]}
+    rt.generations[("ns", "m")] = 1
+    await kube.apply(apply.replicas_patch(kube.objects[KEY], 5), manager="kubectl", force=True)
+    rt.check_drift(("ns", "m"), kube.objects[KEY])
+    assert rt._drift
+    await rt.close()
+
+
+def test_owned_fields_ignore_other_managers_and_subresources() -> None:
+    def entry(manager: str, fields: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        return {"manager": manager, "operation": "Apply", "fieldsV1": fields, **kw}
+
+    ours = entry(naming.FIELD_MANAGER, {"f:spec": {"f:replicas": {}}})
+    dep = {"metadata": {"managedFields": [ours, entry("kubectl", {"f:spec": {}})]}}
+    base = apply.owned_fields(dep)
+    assert base and "replicas" in base
+    dep["metadata"]["managedFields"].append(
+        entry(naming.FIELD_MANAGER, {"f:status": {}}, subresource="status")
+    )
+    assert apply.owned_fields(dep) == base
+    assert apply.owned_fields({"metadata": {}}) == ""

@@ -217,3 +217,16 @@ def test_endpoint_names() -> None:
     assert ep.http == "http://mlp-cpu.ml.svc:8000"
     assert ep.grpc == "mlp-cpu.ml.svc:8001"
     assert ep.grpc_headless == "dns:///mlp-cpu-headless.ml.svc:8001"
+
+
+def test_front_ends_pass_through_to_the_worker() -> None:
+    b = body()
+    assert (
+        WorkerConfig.model_validate(
+            json.loads(children.render(b).config_map["data"]["worker.json"])
+        ).server.front_ends
+        == 0
+    )  # auto: from the pod's CPUs
+    b["spec"]["frontEnds"] = 4
+    cfg = json.loads(children.render(b).config_map["data"]["worker.json"])
+    assert cfg["server"]["frontEnds"] == 4

@@ -326,3 +326,23 @@ def test_scale_up_with_a_broken_pod_is_not_ready() -> None:
 def test_first_rollout_is_not_ready_until_complete() -> None:
     st = compute(idep(), dep(replicas=2, ready=1, updated=2), [pod("a"), pod("b", ready=False)])
     assert conds(st)["Ready"]["status"] == "False"
+
+
+def _worker_pod(name: str, restarts: int, message: str = "") -> dict[str, Any]:
+    cs: dict[str, Any] = {"name": "worker", "ready": True, "restartCount": restarts}
+    if message:
+        cs["lastState"] = {"terminated": {"exitCode": 1, "message": message}}
+    return {"metadata": {"name": name}, "status": {"containerStatuses": [cs]}}
+
+
+def test_worker_restart_is_an_event_saying_why() -> None:
+    seen: dict[str, int] = {}
+    assert events.worker_restarts(seen, [_worker_pod("p", 0)]) == []
+    log = "ready\nthe engine core died (exit code 3): fatal device error: device-side assert\n"
+    (ev,) = events.worker_restarts(seen, [_worker_pod("p", 1, log)])
+    assert ev.type == "Warning" and ev.reason == "WorkerRestarted"
+    assert "pod p exited with code 1" in ev.message and "device-side assert" in ev.message
+    assert events.worker_restarts(seen, [_worker_pod("p", 1, log)]) == []  # once per restart
+    # first sight of an old restart (the operator itself restarted): no event
+    assert events.worker_restarts(seen, [_worker_pod("q", 4, log)]) == []
+    assert set(seen) == {"q/worker"}  # gone pods are forgotten

@@ -15,7 +15,7 @@ from infleet_worker.config import WorkerConfig
 from infleet_worker.engine.base import EngineError, TensorInfo
 from infleet_worker.engine.loader import load_engine
 from infleet_worker.engine.pipeline.build import build_pipeline
-from infleet_worker.engine.pipeline.runner import PipelineEngine
+from infleet_worker.engine.pipeline.runner import PipelineRunner
 from infleet_worker.models.served import ServedView
 from infleet_worker.tensors import Tensor
 
@@ -59,7 +59,7 @@ def test_cuda_pipeline_matches_single_device(graphs: bool, precision: str, atol:
     single.close()
     for n in (2, 4):
         engine = load_engine(config(n, 3, precision, graphs))
-        assert isinstance(engine, PipelineEngine)
+        assert isinstance(engine.runner, PipelineRunner)
         try:
             engine.warmup()
             assert (engine.runner.graph_count > 0) == graphs

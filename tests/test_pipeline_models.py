@@ -17,7 +17,7 @@ import pytest
 from infleet_worker.config import WorkerConfig
 from infleet_worker.engine.base import Engine, ModelLoadError
 from infleet_worker.engine.loader import load_engine
-from infleet_worker.engine.pipeline.runner import PipelineEngine
+from infleet_worker.engine.pipeline.runner import PipelineRunner
 from infleet_worker.tensors import Tensor
 
 TOLERANCE = {"fp32": 1e-5, "bf16": 3e-2}  # observed: <= 1.2e-6 and 0.0
@@ -89,7 +89,7 @@ def test_pipeline_matches_single_device(model: str, precision: str) -> None:
     for n in (2, 3, 4):
         for micro in (1, 3) if n == 2 else (3,):
             engine = load_engine(config(source, params, n, micro, precision))
-            assert isinstance(engine, PipelineEngine) and len(engine.runner.stages) == n
+            assert isinstance(engine.runner, PipelineRunner) and len(engine.runner.stages) == n
             try:
                 if n == 4:
                     engine.warmup()

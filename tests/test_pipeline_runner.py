@@ -14,8 +14,8 @@ from torch import nn
 from infleet_worker.config import WorkerConfig
 from infleet_worker.engine.base import Engine, EngineError, ModelLoadError, TensorInfo
 from infleet_worker.engine.pipeline.build import build_pipeline, load_pipeline_engine
-from infleet_worker.engine.pipeline.runner import PipelineEngine
 from infleet_worker.engine.pipeline.schedule import check_order
+from infleet_worker.engine.torch_engine import TorchEngine
 from infleet_worker.models.served import ServedView
 from infleet_worker.tensors import Tensor
 
@@ -83,7 +83,7 @@ def config(n: int, micro: int = 1, precision: str = "fp32", **engine: object) ->
     )
 
 
-def pipeline(model: nn.Module, n: int, micro: int = 1, **kw: object) -> PipelineEngine:
+def pipeline(model: nn.Module, n: int, micro: int = 1, **kw: object) -> TorchEngine:
     cfg = config(n, micro, warmup=False)
     view = ServedView(model, **{k: [TensorInfo(**d) for d in v] for k, v in _sig().items()})
     return build_pipeline(cfg, view, CPU, **kw)  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from infleet_operator.api import AutoscalingSpec
 from infleet_operator.autoscaling.observations import Decision
@@ -12,19 +12,21 @@ from infleet_operator.scaler.controller import Autoscaler
 from infleet_operator.scaler.observer import FleetObserver
 from infleet_operator.scaler.params import DEFAULT_LEAD_SECONDS, forecast_lead, policy_params
 from infleet_operator.scaler.samples import MetricsParseError, WorkerSample, parse_worker_metrics
-from infleet_worker.metrics import Metrics
+from infleet_worker.metrics import BatchMetrics, RequestMetrics, ready_gauge
 
 
 def _worker_page(queue: int, inflight: int, arrivals: int, served: int, hits: int = 0) -> str:
     """A page rendered by the worker's own metrics code (the contract, not a copy of it)."""
-    m = Metrics("enc", "1")
-    m.bind(lambda: float(queue), lambda: float(inflight))
+    registry = CollectorRegistry()
+    m = RequestMetrics("enc", "1", registry)
+    BatchMetrics("enc", "1", registry).queue_depth.set(queue)
+    m.bind_inflight(lambda: float(inflight))
     m.arrivals.inc(arrivals)
     m.requests["success"].inc(served)
     m.requests["cache_hit"].inc(hits)
     m.requests["rejected"].inc(3)
-    m.ready.set(1)
-    return generate_latest(m.registry).decode()
+    ready_gauge("enc", "1", registry).set(1)
+    return generate_latest(registry).decode()
 
 
 def test_parse_worker_page() -> None:

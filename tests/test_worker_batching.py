@@ -123,7 +123,7 @@ def test_full_queue_answers_503_and_unavailable_at_once() -> None:
         assert engine.started.wait(10)  # the engine holds one batch; the queue is empty
         queued = [pool.submit(send) for _ in range(4)]
         deadline = time.monotonic() + 10
-        while s.worker.service.batcher.queue_depth < 4:  # type: ignore[union-attr]
+        while s.worker.batcher.queue_depth < 4:  # type: ignore[union-attr]
             assert time.monotonic() < deadline
             time.sleep(0.01)
         with httpclient.InferenceServerClient(s.http_url) as c:
@@ -193,7 +193,7 @@ def test_priority_levels_run_high_first() -> None:
         for value, prio in ((3.0, 3), (2.0, 0), (1.0, 1), (2.5, 2)):
             futures.append(pool.submit(send, value, prio))
             deadline = time.monotonic() + 5
-            while s.worker.service.batcher.queue_depth < len(futures):  # type: ignore[union-attr]
+            while s.worker.batcher.queue_depth < len(futures):  # type: ignore[union-attr]
                 assert time.monotonic() < deadline
                 time.sleep(0.005)
         engine.gate.set()  # type: ignore[union-attr]

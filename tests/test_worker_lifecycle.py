@@ -232,7 +232,7 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_cli_exits_1_when_the_engine_process_dies(tmp_path: Path) -> None:
-    """The model runs in a child (default); if it dies the worker must not stay Ready."""
+    """The model runs in the engine core (default); if it dies the pod must not stay Ready."""
     proc = _start_cli(
         tmp_path,
         "--model-source", "python://worker_engines:mlp", "--model-name", "mlp",
@@ -242,7 +242,11 @@ def test_cli_exits_1_when_the_engine_process_dies(tmp_path: Path) -> None:
     try:
         ports = _wait_ports(proc, lines)
         assert http_ready(f"127.0.0.1:{ports['http']}") == 200
-        (engine_pid,) = _children(proc.pid)
+        (engine_pid,) = [
+            c
+            for c in _children(proc.pid)
+            if b"engine_core" in Path(f"/proc/{c}/cmdline").read_bytes()
+        ]
         os.kill(engine_pid, signal.SIGKILL)
         assert proc.wait(30) == 1
     finally:

@@ -7,6 +7,8 @@ factory takes the model's string parameters, as the loader calls them.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from infleet_worker.engine.base import EngineError, TensorInfo
+from infleet_worker.engine.base import Domain, EngineError, TensorInfo
 from infleet_worker.tensors import Tensor
 
 IN_FEATURES = 16
@@ -164,3 +166,56 @@ def broken(params: dict[str, str]) -> MLPEngine:
 
 def failing(params: dict[str, str]) -> FailingEngine:
     return FailingEngine()
+
+
+class PoisonEngine(MLPEngine):
+    """MLPEngine whose ``output`` is declared finite, with sentinel rows (input[:, 0]):
+
+    -999 the model raises; -555 that row's output is NaN; -666 a fatal device error
+    (the text CUDA prints after a device-side assert); -777 the process dies."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s=delay_s)
+        self.outputs = [
+            TensorInfo("output", "FP32", (OUT_FEATURES,), domain=Domain(finite=True)),
+            TensorInfo("sum", "FP32", (1,)),
+        ]
+
+    def run(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        first = inputs["input"].array[:, 0]
+        if (first == -777).any():
+            os.kill(os.getpid(), signal.SIGKILL)
+        if (first == -666).any():
+            raise EngineError("RuntimeError: CUDA error: device-side assert triggered")
+        if (first == -999).any():
+            raise EngineError("poisoned row")
+        out = super().run(inputs)
+        nan = first == -555
+        if nan.any():
+            out["output"].array[nan] = np.nan
+        return out
+
+
+def poison(params: dict[str, str]) -> PoisonEngine:
+    return PoisonEngine(delay_s=float(params.get("delay_ms", "0")) / 1000)
+
+
+class LookupModule(torch.nn.Module):
+    """An embedding lookup with no declared domain: an id >= 16 is out of range, which
+    on CUDA is a device-side assert (the context is lost), on CPU an IndexError."""
+
+    row_independent = True
+    inputs = [TensorInfo("ids", "INT64", (4,))]
+    outputs = [TensorInfo("out", "FP32", (4,))]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Embedding(16, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.table(ids).sum(dim=1)
+        return out
+
+
+def lookup(params: dict[str, str]) -> torch.nn.Module:
+    return LookupModule().eval()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,12 @@ from typing import Any
 
 import yaml
 
+from testkit import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "infleet.dev", "v1alpha1", "inferencedeployments"
 OP_NAMESPACE = "infleet-system"
 OP_SA = "infleet-operator"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def kubectl(cluster: Any, *args: str, input: str | None = None, check: bool = True) -> str:

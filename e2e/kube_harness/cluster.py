@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -27,14 +26,9 @@ from typing import Any
 from kube_harness import pki
 from kube_harness.build import Binaries, find_binaries
 from kube_harness.net import SERVICE_CIDR, Network
+from testkit import free_port
 
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

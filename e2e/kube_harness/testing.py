@@ -6,32 +6,17 @@ import contextlib
 import http.server
 import subprocess
 import threading
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from testkit import wait_for
+
+__all__ = ["host_http_server", "http_get", "kubectl", "ok", "unique", "wait_for"]
 
 if TYPE_CHECKING:
     from kube_harness.cluster import Cluster
-
-
-def wait_for(
-    fn: Callable[[], Any], timeout: float = 60, interval: float = 0.3, what: str = ""
-) -> Any:
-    """Call ``fn`` until it returns something truthy; raise TimeoutError with the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = fn()
-        except Exception as e:  # transient API errors
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what or fn}: {last!r}")
-        time.sleep(interval)
 
 
 def unique(prefix: str) -> str:

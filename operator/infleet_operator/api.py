@@ -9,16 +9,26 @@ the user wrote.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from infleet_worker.config import (
     ENGINE_VS_BATCHING_CEL,
     BatchingSpec,
     CacheSpec,
+    Device,
     EngineSpec,
+    FieldError,
     ModelSpec,
     Spec,
     cel,
@@ -35,8 +45,80 @@ SINGULAR = "inferencedeployment"
 SHORT_NAMES = ["infd", "idep"]
 
 DEFAULT_IMAGE = "ghcr.io/infleet/infleet-worker:0.1.0"
-QUANTITY_PATTERN = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
-Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
+# A non-negative Kubernetes quantity: 4, 500m, 1.5, 16Gi, 1e3.
+QUANTITY_PATTERN = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE][-+]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+QUANTITY_RULE = "must be a quantity such as 4, 500m, 1.5 or 16Gi"
+
+
+def _quantity(value: Any) -> Any:
+    """Kubernetes quantities are int-or-string: ``nvidia.com/gpu: 2`` is a quantity too."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and (len(value) > 64 or not re.match(QUANTITY_PATTERN, value)):
+        raise ValueError(QUANTITY_RULE)
+    return value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "maxLength": 64,
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"type(self) == int || self.matches(r'{QUANTITY_PATTERN}')",
+                    "message": QUANTITY_RULE,
+                }
+            ],
+        }
+    ),
+]
+GPU_RESOURCE = "nvidia.com/gpu"
+# A metadata.name the API server takes for a custom resource: an RFC 1123 subdomain.
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_SUBDOMAIN_RULE = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+    "'-' or '.', and must start and end with an alphanumeric character"
+)
+
+
+def _gpu_rules(section: str) -> list[dict[str, str]]:
+    """CEL for resources.<section>['nvidia.com/gpu']: GPUs per pod come from the engine."""
+    where = f"self.resources.{section}"
+    has_gpu = f"has({where}) && '{GPU_RESOURCE}' in {where}"
+    return [
+        {
+            "rule": f"!({has_gpu}) || self.engine.device != 'cpu'",
+            "message": f"{GPU_RESOURCE} on engine.device cpu: drop it or use device auto/cuda",
+            "fieldPath": f".resources.{section}",
+        },
+        {
+            "rule": f"!({has_gpu}) || self.engine.device == 'cpu' || "
+            f"string({where}['{GPU_RESOURCE}']) == string(self.engine.pipelineParallel)",
+            "message": f"{GPU_RESOURCE} must equal engine.pipelineParallel (GPUs per pod are "
+            "derived from it: leave it out)",
+            "fieldPath": f".resources.{section}",
+        },
+    ]
+
+
+def check_gpu_resources(spec: InferenceDeploymentSpec) -> None:
+    """The Python side of :func:`_gpu_rules` (same messages, same field paths)."""
+    for section in ("limits", "requests"):
+        value = getattr(spec.resources, section).get(GPU_RESOURCE)
+        if value is None:
+            continue
+        field = f"resources.{section}"
+        rule_cpu, rule_pp = _gpu_rules(section)
+        if spec.engine.device == Device.CPU:
+            raise FieldError(field, rule_cpu["message"])
+        if value != str(spec.engine.pipeline_parallel):
+            raise FieldError(field, rule_pp["message"])
 
 
 def _preserve(description: str) -> dict[str, Any]:
@@ -52,9 +134,9 @@ class ResourceRequirements(Spec):
     """Container resources of each worker (GPUs are added from engine.pipelineParallel)."""
 
     requests: dict[str, Quantity] = Field(
-        default_factory=dict, description="e.g. {cpu: '4', memory: 16Gi}"
+        default_factory=dict, max_length=32, description="e.g. {cpu: 4, memory: 16Gi}"
     )
-    limits: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=32)
 
 
 class Toleration(Spec):
@@ -131,9 +213,9 @@ class AutoscalingSpec(Spec):
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSpec:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"autoscaling.minReplicas ({self.min_replicas}) must be <= "
-                f"autoscaling.maxReplicas ({self.max_replicas})"
+            raise FieldError(
+                "minReplicas",
+                f"minReplicas must be <= maxReplicas ({self.min_replicas} > {self.max_replicas})",
             )
         return self
 
@@ -141,15 +223,16 @@ class AutoscalingSpec(Spec):
 class InferenceDeploymentSpec(Spec):
     """What the user wants: a model served by a fleet of workers."""
 
-    model_config = cel(*ENGINE_VS_BATCHING_CEL)
+    model_config = cel(*ENGINE_VS_BATCHING_CEL, *_gpu_rules("limits"), *_gpu_rules("requests"))
 
     model: ModelSpec
     engine: EngineSpec = Field(default_factory=EngineSpec)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
+    # No `minimum` in the schema: the scale subresource already refuses a negative
+    # spec.replicas ("should be a non-negative integer"); both would report it twice.
     replicas: int = Field(
         default=1,
-        ge=0,
         le=1000,
         description="Worker count when autoscaling is off (also `kubectl scale`).",
     )
@@ -188,13 +271,29 @@ class InferenceDeploymentSpec(Spec):
             "description": "Where the volumes appear in the worker container.",
         },
     )
+    front_ends: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Front-end processes per worker pod (HTTP and gRPC on shared ports, "
+        "decode, cache); one engine core batches for all of them. 0 = one per CPU the pod "
+        "may use (its CPU limit), less one, at most 8.",
+    )
     termination_grace_period_seconds: int = Field(
         default=60, ge=1, le=3600, description="Time a worker gets to drain on scale-down."
     )
 
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"Invalid value: {value}: should be a non-negative integer")
+        return value
+
     @model_validator(mode="after")
     def _cross_field(self) -> InferenceDeploymentSpec:
         check_engine_vs_batching(self.engine, self.batching)
+        check_gpu_resources(self)
         mounted = {m.get("name") for m in self.volume_mounts}
         declared = {v.get("name") for v in self.volumes}
         missing = sorted(str(n) for n in mounted - declared)
@@ -276,3 +375,15 @@ class InferenceDeployment(Spec):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: InferenceDeploymentSpec
     status: InferenceDeploymentStatus | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _name(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        name = metadata.get("name")
+        if name is not None and (
+            not isinstance(name, str)
+            or len(name) > 253
+            or not re.match(DNS_SUBDOMAIN_PATTERN, name)
+        ):
+            raise FieldError("name", DNS_SUBDOMAIN_RULE)
+        return metadata

@@ -21,8 +21,9 @@ in an Event.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,20 @@ def replicas_owners(deployment: Obj) -> set[str]:
         if "f:replicas" in (fields.get("f:spec") or {}):
             owners.add(str(entry.get("manager", "")))
     return owners
+
+
+def owned_fields(obj: Mapping[str, Any], manager: str = naming.FIELD_MANAGER) -> str:
+    """The fields ``manager`` owns by server-side apply (managedFields), as canonical
+    JSON; "" when it owns none. A field someone else changed or removed leaves the set."""
+    md = obj.get("metadata") or {}
+    owned = [
+        entry.get("fieldsV1") or {}
+        for entry in md.get("managedFields") or []
+        if entry.get("manager") == manager
+        and entry.get("operation") == "Apply"
+        and not entry.get("subresource")
+    ]
+    return json.dumps(owned, sort_keys=True) if owned else ""
 
 
 def replicas_patch(deployment: Obj, replicas: int) -> Obj:

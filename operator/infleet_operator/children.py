@@ -68,7 +68,7 @@ def server_spec(spec: api.InferenceDeploymentSpec) -> ServerSpec:
     prestop = prestop_seconds(spec)
     # Leave at least a couple of seconds of the grace period for in-flight work.
     drain = max(0.0, min(DRAIN_SECONDS, (grace - prestop - 2) / 2))
-    return ServerSpec(drain_seconds=drain)
+    return ServerSpec(drain_seconds=drain, front_ends=spec.front_ends)
 
 
 def prestop_seconds(spec: api.InferenceDeploymentSpec) -> int:

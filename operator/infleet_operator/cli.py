@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
@@ -44,16 +43,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """The live fleet demo when run from a checkout (it needs e2e/'s control plane)."""
-    e2e = Path(__file__).resolve().parents[2] / "e2e"
-    if args.static or not (e2e / "fleet" / "demo.py").exists():
-        from infleet_operator import demo
+    """The example fleets, validated and explained. The live fleet (a control plane,
+    real traffic) needs a checkout's e2e/ harness: ``make demo`` runs it."""
+    from infleet_operator import demo
 
-        return demo.run(args)
-    sys.path.insert(0, str(e2e))
-    live_demo = importlib.import_module("fleet.demo")
-
-    return int(live_demo.main(["--speed", str(args.speed)]))
+    return demo.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,12 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_dev = sub.add_parser("dev", help="developer tools")
     dev_sub = p_dev.add_subparsers(dest="dev_command", required=True)
-    p_demo = dev_sub.add_parser("demo", help="the local fleet demo (`make demo`)")
+    p_demo = dev_sub.add_parser(
+        "demo", help="validate and show the example fleets (the live fleet: `make demo`)"
+    )
     p_demo.add_argument("--examples", default="manifests/examples")
     p_demo.add_argument(
-        "--static", action="store_true", help="only validate and show the example fleets"
+        "--static", action="store_true", help="kept for old scripts: this is all it does"
     )
-    p_demo.add_argument("--speed", type=float, default=1.0, help="stretch the traffic ramp")
     p_demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -1,8 +1,9 @@
-"""`make demo`: what a user sees first.
+"""`infleet dev demo`: the example fleets, validated and explained.
 
-Stage 1 (foundation): validate the example fleets and show, for each, what the
-operator will run: GPUs per pod, the worker config it mounts, and who owns the
-replica count. Later stages start a local control plane and real traffic.
+For each example: what the operator will run (GPUs per pod, the worker config
+it mounts) and who owns the replica count. The live fleet on a local control
+plane with real traffic is `make demo` (e2e/fleet/demo.py: it needs the
+checkout's harness, which the installed package never imports).
 """
 
 from __future__ import annotations

@@ -103,6 +103,38 @@ def status_transitions(old: Obj | None, new: Obj) -> list[Event]:
     return out
 
 
+def worker_restarts(seen: dict[str, int], pods: list[Obj]) -> list[Event]:
+    """A Warning for each worker container whose restart count rose since ``seen`` (updated
+    in place), saying how and why it exited (the last line of its termination message: the
+    worker logs the reason last, e.g. a fatal device error or a dead engine core)."""
+    out: list[Event] = []
+    present: set[str] = set()
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name", "?")
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            key = f"{name}/{cs.get('name', '')}"
+            present.add(key)
+            count = int(cs.get("restartCount", 0))
+            before = seen.get(key)
+            seen[key] = count
+            if before is None or count <= before:
+                continue  # first sight (e.g. the operator restarted), or no new restart
+            term = (cs.get("lastState") or {}).get("terminated") or {}
+            lines = [ln.strip() for ln in (term.get("message") or "").splitlines() if ln.strip()]
+            why = f": {lines[-1][:300]}" if lines else ""
+            out.append(
+                Event(
+                    "Warning",
+                    "WorkerRestarted",
+                    f"worker in pod {name} exited with code {term.get('exitCode', '?')} and "
+                    f"was restarted ({count} restarts){why}",
+                )
+            )
+    for key in set(seen) - present:
+        del seen[key]
+    return out
+
+
 def post(body: Obj, events: list[Event]) -> None:
     for ev in events:
         try:

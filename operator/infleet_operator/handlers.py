@@ -9,16 +9,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from infleet_operator import api, apply, children, events, kopf_settings, metrics, naming
+from infleet_operator import api, kopf_settings, metrics, naming
 from infleet_operator.kube import ApiError, Kube
 from infleet_operator.manifests import format_errors
-from infleet_operator.runtime import Key, Runtime, Timer, plain, slim_deployment, slim_pod
+from infleet_operator.runtime import Key, Runtime, plain, slim_deployment, slim_pod
 
 IDEP = (api.GROUP, api.VERSION, api.PLURAL)
 CHILD_LABELS: dict[str, Any] = {
@@ -121,26 +120,21 @@ async def reconcile(
     key = _key(namespace, name)
     raw = plain(body)
     cause = str(reason)
-    timer = Timer()
     try:
         parsed = api.InferenceDeploymentSpec.model_validate(dict(spec))
     except ValidationError as e:
-        msg = "; ".join(format_errors(e))
+        msg = "; ".join(format_errors(e, root="spec"))
         rt.errors[key] = ("InvalidSpec", msg)
         await rt.refresh(key, body=raw)
         metrics.RECONCILES.labels(cause, "invalid").inc()
         raise kopf.PermanentError(f"invalid spec: {msg}") from e
-    delay = memo.config.child_apply_delay
 
     async def applied(child: str) -> None:
         logger.debug(f"applied {child}")
-        if delay:  # test hook: widen the window in which a kill lands mid-reconcile
-            logger.info(f"applied {child}; pausing {delay}s")
-            await asyncio.sleep(delay)
 
     try:
-        result = await apply.reconcile_children(
-            rt.kube, raw, parsed, applied, existing=rt.indices.deployment(key)
+        result = await rt.reconcile(
+            key, raw, parsed, cause, applied, existing=rt.indices.deployment(key)
         )
     except ApiError as e:
         metrics.RECONCILES.labels(cause, "error").inc()
@@ -151,15 +145,4 @@ async def reconcile(
         rt.errors[key] = ("ReconcileFailed", f"{e} (retry {retry + 1})")
         await rt.refresh(key, body=raw)
         raise kopf.TemporaryError(str(e), delay=min(30, 2 ** min(retry, 5))) from e
-    rt.errors.pop(key, None)
-    rt.generations[key] = int(meta.get("generation") or 0)
-    rt.note_applied(key, result.deployment)
-    metrics.RECONCILES.labels(cause, "ok").inc()
-    metrics.RECONCILE_SECONDS.observe(timer.seconds)
-    config_hash = children.render(raw, parsed).config_hash
-    events.post(raw, events.after_reconcile(cause, rt.generations[key], result, config_hash))
-    logger.info(
-        f"{cause}: applied generation {rt.generations[key]} in {timer.seconds:.3f}s "
-        f"(deployment changed: {result.deployment_changed})"
-    )
     await rt.refresh(key, body=raw, deployment=result.deployment)

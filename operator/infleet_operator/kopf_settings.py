@@ -46,10 +46,6 @@ class OperatorConfig:
     peering_lifetime: int = 20
     status_debounce: float = 0.2
     worker_limit: int = 8
-    # Tests only (INFLEET_TEST_CHILD_APPLY_DELAY): sleep after each child apply.
-    child_apply_delay: float = field(
-        default_factory=lambda: float(os.environ.get("INFLEET_TEST_CHILD_APPLY_DELAY") or 0)
-    )
 
     def effective_priority(self) -> int:
         if self.priority is not None:

@@ -13,13 +13,13 @@ import copy
 import datetime as dt
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from infleet_operator import api, apply, events, metrics, status
+from infleet_operator import api, apply, children, events, metrics, status
 from infleet_operator.kube import ApiError, Kube
 
 Obj = dict[str, Any]
@@ -96,10 +96,15 @@ class Runtime:
     indices: Indices = field(default_factory=Indices)
     generations: dict[Key, int] = field(default_factory=dict)  # last applied generation
     errors: dict[Key, tuple[str, str]] = field(default_factory=dict)
-    # The worker Deployment's metadata.generation right after our last apply: a
-    # different generation seen later means someone else changed its spec.
-    child_generations: dict[Key, int] = field(default_factory=dict)
+    # Restart counts of each owner's worker containers, for WorkerRestarted Events.
+    restarts: dict[Key, dict[str, int]] = field(default_factory=dict)
+    # The fields our field manager owned on the worker Deployment right after our
+    # last apply (apply.owned_fields): if a watch event shows another set, someone
+    # else changed or removed one of them. Writes to fields we do not own (the
+    # autoscaler's replicas, another controller's annotation) leave it as it is.
+    owned: dict[Key, str] = field(default_factory=dict)
     drift_delay: float = 1.0
+    _seen_owned: dict[Key, str] = field(default_factory=dict)  # as the last event showed
     _drift: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _pending: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _dirty: set[Key] = field(default_factory=set)
@@ -143,6 +148,8 @@ class Runtime:
             body = body or self.indices.idep(key)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 return None
+            seen = self.restarts.setdefault(key, {})
+            events.post(body, events.worker_restarts(seen, self.indices.pod_list(key)))
             for attempt in range(3):
                 new = self.compute(key, body, deployment)
                 old = body.get("status")
@@ -192,17 +199,55 @@ class Runtime:
             error=self.errors.get(key),
         )
 
-    # -- drift: someone edited a child (kubectl edit/scale): re-apply our fields -----------
+    # -- the reconcile: the spec handlers and drift correction ---------------------------
+    async def reconcile(
+        self,
+        key: Key,
+        body: Obj,
+        spec: api.InferenceDeploymentSpec,
+        cause: str,
+        on_applied: Callable[[str], Awaitable[None]] | None = None,
+        *,
+        existing: Obj | str | None = apply.FETCH,
+    ) -> apply.ApplyResult:
+        """Apply the children of ``body`` and record it: the generation observed, the
+        fields we own now, metrics, the Event. API errors propagate to the caller."""
+        timer = Timer()
+        result = await apply.reconcile_children(
+            self.kube, body, spec, on_applied, existing=existing
+        )
+        md = body["metadata"]
+        generation = int(md.get("generation") or 0)
+        self.errors.pop(key, None)
+        self.generations[key] = generation
+        self.note_applied(key, result.deployment)
+        metrics.RECONCILES.labels(cause, "ok").inc()
+        metrics.RECONCILE_SECONDS.observe(timer.seconds)
+        config_hash = children.render(body, spec).config_hash
+        events.post(body, events.after_reconcile(cause, generation, result, config_hash))
+        log.info(
+            "%s/%s %s: applied generation %s in %.3fs (deployment changed: %s, forced: %s)",
+            md.get("namespace"),
+            md.get("name"),
+            cause,
+            generation,
+            timer.seconds,
+            result.deployment_changed,
+            result.reclaimed,
+        )
+        return result
+
+    # -- drift: someone changed a field we own on the worker Deployment -----------------
     def note_applied(self, key: Key, deployment: Obj | None) -> None:
-        gen = (deployment or {}).get("metadata", {}).get("generation")
-        if gen is not None:
-            self.child_generations[key] = int(gen)
+        if deployment is not None:
+            self.owned[key] = apply.owned_fields(deployment)
 
     def check_drift(self, key: Key, deployment: Mapping[str, Any]) -> None:
-        want = self.child_generations.get(key)
-        md = deployment.get("metadata") or {}
-        gen = md.get("generation")
-        if want is None or gen is None or int(gen) == want or md.get("deletionTimestamp"):
+        if (deployment.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        seen = self._seen_owned[key] = apply.owned_fields(deployment)
+        want = self.owned.get(key)
+        if want is None or seen == want:
             return
         task = self._drift.get(key)
         if task is None or task.done():
@@ -210,32 +255,26 @@ class Runtime:
 
     async def _correct(self, key: Key) -> None:
         await asyncio.sleep(self.drift_delay)
-        latest = self.indices.deployment(key)
-        gen = ((latest or {}).get("metadata") or {}).get("generation")
-        if gen is not None and self.child_generations.get(key) == int(gen):
-            return  # the change was ours after all (e.g. the autoscaler's replicas)
+        if self._seen_owned.get(key) == self.owned.get(key):
+            return  # that event predated our own apply, whose result is recorded now
         body = self.indices.idep(key)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return
         if self.generations.get(key) != body["metadata"].get("generation"):
             return  # a spec change is being reconciled by the handler anyway
-        try:
-            spec = api.InferenceDeploymentSpec.model_validate(body.get("spec") or {})
-            result = await apply.reconcile_children(self.kube, body, spec)
-        except Exception:
-            log.exception("drift correction of %s/%s failed", *key)
-            return
-        self.note_applied(key, result.deployment)
         md = body["metadata"]
         log.info(
-            "%s/%s: children edited outside the operator; re-applied (changed: %s, forced: %s)",
+            "%s/%s: the worker Deployment was edited outside the operator (fields it owns)",
             md.get("namespace"),
             md.get("name"),
-            result.deployment_changed,
-            result.reclaimed,
         )
-        metrics.RECONCILES.labels("drift", "ok").inc()
-        events.post(body, events.after_reconcile("drift", md.get("generation"), result, ""))
+        try:
+            spec = api.InferenceDeploymentSpec.model_validate(body.get("spec") or {})
+            await self.reconcile(key, body, spec, "drift")
+        except Exception:
+            metrics.RECONCILES.labels("drift", "error").inc()
+            log.exception("drift correction of %s/%s failed", *key)
+            return
         self.schedule(key)
 
     async def close(self) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from infleet_worker.config import CacheMode, WorkerConfig
+from infleet_worker.config import CacheMode, Precision, WorkerConfig
 from infleet_worker.logs import event, setup_logging
 
 log = logging.getLogger("infleet_worker.cli")
@@ -64,9 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine-thread",
         action="store_true",
-        help="run the model in a thread of the serving process (default: a child process)",
+        help="run everything in one process, the model on a thread (development); "
+        "default: front-end processes and an engine core process",
     )
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"])
+    p.add_argument(
+        "--front-ends",
+        type=int,
+        help="front-end processes (default: one per CPU the pod may use, less one, max 8)",
+    )
+    p.add_argument("--precision", choices=[level.value for level in Precision])
     p.add_argument("--cache-mode", choices=["off", "output", "embedding"])
     p.add_argument("--redis-url", help="redis://host:port/db (turns the output cache on)")
     p.add_argument("--log-format", choices=["text", "json"])
@@ -139,6 +145,7 @@ def build_config(
     _set(doc, "engine.device", args.device)
     if args.engine_thread:
         _set(doc, "server.engineProcess", False)
+    _set(doc, "server.frontEnds", args.front_ends)
     _set(doc, "engine.precision", args.precision)
     if args.redis_url:
         _set(doc, "cache.redis.url", args.redis_url)
@@ -167,40 +174,14 @@ def _camelize(doc: dict[str, Any]) -> None:
                     value[_camel(sub)] = value.pop(sub)
 
 
-def _build_cache(cfg: WorkerConfig, registry: Any, row_independent: bool) -> Any:
-    if cfg.cache.mode == CacheMode.OFF:
-        return None
-    from infleet_worker.cache.factory import build_cache
-
-    # Embedding mode caches rows one by one: only sound when rows are independent.
-    return build_cache(cfg, registry, row_independent=row_independent)
-
-
-def _load(cfg: WorkerConfig) -> Any:
-    """The model, in a child process (default) or in this one (``--engine-thread``).
-
-    Either way one core stays off the engine's threads for the event loop."""
-    if cfg.server.engine_process:
-        from infleet_worker.engine.process import ProcessEngine
-
-        return ProcessEngine(cfg, reserved_cpus=1)
-    from infleet_worker.engine.device import reserve_cpus
-    from infleet_worker.engine.loader import load_engine
-
-    reserve_cpus(1)
-    return load_engine(cfg)
-
-
 async def run(cfg: WorkerConfig) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code."""
     from infleet_worker.generate import is_generative
 
     if is_generative(cfg.model.source):
         from infleet_worker.generate.server import run_generate_worker
 
         return await run_generate_worker(cfg)
-    from infleet_worker.engine.base import ModelLoadError
-    from infleet_worker.lifecycle import Worker
-
     event(
         log,
         "startup",
@@ -211,51 +192,52 @@ async def run(cfg: WorkerConfig) -> int:
         source=cfg.model.source,
     )
     loop = asyncio.get_running_loop()
-    try:
-        engine = await loop.run_in_executor(None, _load, cfg)
-    except ModelLoadError as e:
-        log.error("model load failed: %s", e, extra={"event": "model_load_failed"})
-        return 1
-    except Exception as e:
-        log.exception("model load failed: %s", e, extra={"event": "model_load_failed"})
-        return 1
-
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if cfg.server.engine_process:
+        from infleet_worker.supervisor import run_pod
 
-    worker: Worker | None = None
-    dead: asyncio.Task[int | None] | None = None
+        return await run_pod(cfg, stop)
+    return await run_in_process(cfg, stop)
+
+
+async def run_in_process(cfg: WorkerConfig, stop: asyncio.Event) -> int:
+    """``--engine-thread``: the model on a thread of this process (development)."""
+    from prometheus_client import CollectorRegistry
+
+    from infleet_worker.engine.base import ModelLoadError
+    from infleet_worker.engine.device import reserve_cpus
+    from infleet_worker.engine.loader import load_engine
+    from infleet_worker.lifecycle import Worker
+
+    reserve_cpus(1)  # the event loop's core
     try:
-        from prometheus_client import CollectorRegistry
+        engine = await asyncio.get_running_loop().run_in_executor(None, load_engine, cfg)
+    except Exception as e:
+        log.error("model load failed: %s", e, extra={"event": "model_load_failed"})
+        return 1
+    registry = CollectorRegistry()
+    cache = None
+    if cfg.cache.mode != CacheMode.OFF:
+        from infleet_worker.cache.factory import build_cache
 
-        registry = CollectorRegistry()
         try:
-            cache = _build_cache(cfg, registry, bool(getattr(engine, "row_independent", False)))
+            cache = build_cache(cfg, registry, row_independent=engine.row_independent)
         except ValueError as e:
             log.error("cache configuration invalid: %s", e, extra={"event": "config_invalid"})
             return 1
-        worker = Worker(cfg, engine, cache, registry)
+    worker = Worker(cfg, engine, cache, registry)
+    try:
         start = asyncio.create_task(worker.start())
         stop_wait = asyncio.create_task(stop.wait())
-        ends: set[asyncio.Future[Any]] = {stop_wait}
-        if hasattr(engine, "wait_dead"):  # a child process: its death ends us, non-zero
-            dead = asyncio.create_task(engine.wait_dead())
-            ends.add(dead)
-        await asyncio.wait({start, *ends}, return_when=asyncio.FIRST_COMPLETED)
-        if not start.done():  # signal (or engine death) during warm-up: nothing accepted yet
+        await asyncio.wait({start, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if not start.done():  # a signal during warm-up: nothing accepted yet
             start.cancel()
             await asyncio.gather(start, return_exceptions=True)
-        else:
-            start.result()
-            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
-        if dead is not None and dead.done():
-            log.error(
-                "the engine process died (exit code %s); exiting so the pod restarts",
-                dead.result(),
-                extra={"event": "engine_died"},
-            )
-            return 1
+            return 0
+        start.result()
+        await stop_wait
         event(log, "signal", "termination signal received")
         await worker.drain()
         return 0
@@ -266,10 +248,7 @@ async def run(cfg: WorkerConfig) -> int:
         log.error("cannot start servers: %s", e, extra={"event": "startup_failed"})
         return 1
     finally:
-        if dead is not None and not dead.done():
-            dead.cancel()
-        if worker is not None:
-            await worker.stop()
+        await worker.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

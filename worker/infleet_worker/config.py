@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 # Triton/KServe datatypes the worker speaks.
@@ -54,6 +55,37 @@ REDIS_URL_ENV = "INFLEET_REDIS_URL"
 
 CelRule = dict[str, str]
 
+# What MODEL_NAME_PATTERN / MODEL_SOURCE_PATTERN allow, in words (the API server and
+# pydantic both say these instead of the regular expression).
+MODEL_NAME_RULE = (
+    "must be 1-63 lowercase letters, digits, '.', '_' or '-', starting and ending with a "
+    "letter or digit"
+)
+MODEL_SOURCE_RULE = (
+    "must be builtin://NAME, file:///ABSOLUTE/PATH or python://package.module:factory"
+)
+
+
+class FieldError(ValueError):
+    """A cross-field rule broken at ``field``: a dotted camelCase path below the model that
+    raises it, the same path its CEL rule's ``fieldPath`` names, so ``infleet validate``
+    and the API server point at the same field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def matches_rule(pattern: str, message: str) -> dict[str, Any]:
+    """A string field's CEL check with a message in words (instead of ``pattern``).
+
+    A CEL raw string holds the RE2 pattern as is (none of ours contains a quote).
+    """
+    assert "'" not in pattern
+    return {
+        "x-kubernetes-validations": [{"rule": f"self.matches(r'{pattern}')", "message": message}]
+    }
+
 
 def cel(*rules: CelRule) -> ConfigDict:
     """Model config carrying CEL rules for the CRD schema (merged with the parent's config)."""
@@ -76,6 +108,44 @@ class Spec(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class DomainSpec(Spec):
+    """The values a tensor's elements may take (the worker refuses others with 400)."""
+
+    model_config = cel(
+        {
+            "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+            "message": "domain min must be <= max",
+            "fieldPath": ".min",
+        }
+    )
+
+    min: float | None = Field(default=None, description="Smallest allowed value (inclusive).")
+    max: float | None = Field(
+        default=None, description="Largest allowed value (inclusive): vocab-1 for token ids."
+    )
+    values: list[float] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="The allowed values, e.g. [0, 1] for an attention mask.",
+    )
+    finite: bool | None = Field(
+        default=None, description="Floating-point only: refuse NaN and Inf (outputs: fail the row)."
+    )
+    max_bytes: int | None = Field(
+        default=None, ge=1, description="BYTES only: the longest element, in bytes."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DomainSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise FieldError("min", f"domain min must be <= max ({self.min:g} > {self.max:g})")
+        return self
+
+
+FLOAT_DATATYPES = ("FP16", "FP32", "FP64", "BF16")
+
+
 class TensorSpec(Spec):
     """One input or output of a model signature. ``-1`` in ``shape`` is a free dimension."""
 
@@ -87,11 +157,24 @@ class TensorSpec(Spec):
         description="Per-item shape without the batch dimension; -1 marks a free dimension.",
     )
 
+    domain: DomainSpec | None = Field(
+        default=None, description="Allowed values: min/max (inclusive), values, finite, maxBytes."
+    )
+
     @model_validator(mode="after")
     def _dims(self) -> TensorSpec:
         for dim in self.shape:
             if dim < -1 or dim == 0:
                 raise ValueError(f"shape dimensions must be positive or -1, got {dim}")
+        d = self.domain
+        if d is not None:
+            numeric = d.min is not None or d.max is not None or d.values is not None
+            if self.datatype == "BYTES" and (numeric or d.finite):
+                raise ValueError("domain: BYTES tensors take only maxBytes")
+            if self.datatype != "BYTES" and d.max_bytes is not None:
+                raise ValueError(f"domain: maxBytes applies to BYTES tensors, not {self.datatype}")
+            if d.finite and self.datatype not in FLOAT_DATATYPES:
+                raise ValueError(f"domain: finite applies to float tensors, not {self.datatype}")
         return self
 
 
@@ -99,9 +182,9 @@ class ModelSpec(Spec):
     """Which model a worker serves, and where it comes from."""
 
     name: str = Field(
-        pattern=MODEL_NAME_PATTERN,
         max_length=63,
         description="Model name clients use in /v2/models/{name}.",
+        json_schema_extra=matches_rule(MODEL_NAME_PATTERN, MODEL_NAME_RULE),
     )
     version: str = Field(
         default="1",
@@ -111,8 +194,8 @@ class ModelSpec(Spec):
         "stale outputs.",
     )
     source: str = Field(
-        pattern=MODEL_SOURCE_PATTERN,
         max_length=1024,
+        json_schema_extra=matches_rule(MODEL_SOURCE_PATTERN, MODEL_SOURCE_RULE),
         description="builtin://<name> (encoder-base, mlp, minilm, synthetic), "
         "file:///path/model.pt (TorchScript or torch.export), or "
         "python://package.module:factory.",
@@ -129,6 +212,20 @@ class ModelSpec(Spec):
         default=None, max_length=64, description="Optional signature override."
     )
 
+    @field_validator("name")
+    @classmethod
+    def _name_rule(cls, value: str) -> str:
+        if not re.fullmatch(MODEL_NAME_PATTERN, value):
+            raise ValueError(MODEL_NAME_RULE)
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source_rule(cls, value: str) -> str:
+        if not re.fullmatch(MODEL_SOURCE_PATTERN, value):
+            raise ValueError(MODEL_SOURCE_RULE)
+        return value
+
     @property
     def scheme(self) -> str:
         return self.source.split("://", 1)[0]
@@ -141,10 +238,14 @@ class Device(StrEnum):
 
 
 class Precision(StrEnum):
+    """How the engine stores and computes the model (docs/engine.md, "Precision")."""
+
     FP32 = "fp32"
     FP16 = "fp16"
     BF16 = "bf16"
-    INT8 = "int8"
+    INT8 = "int8"  # W8A8: int8 weights and dynamic per-token int8 activations
+    INT8_WEIGHT_ONLY = "int8-weight-only"  # int8 weights, bf16 activations
+    FP8 = "fp8"  # e4m3 weights and activations; GPUs of compute capability >= 8.9
 
 
 class EngineSpec(Spec):
@@ -157,9 +258,10 @@ class EngineSpec(Spec):
             "fieldPath": ".batchBuckets",
         },
         {
-            "rule": "!has(self.batchBuckets) || size(self.batchBuckets) < 2 || "
-            "self.batchBuckets.all(b, self.batchBuckets.filter(x, x == b).size() == 1)",
-            "message": "batchBuckets must not repeat a size",
+            # isSorted() allows repeats; the filter refuses them: strictly ascending.
+            "rule": "!has(self.batchBuckets) || (self.batchBuckets.isSorted() && "
+            "self.batchBuckets.all(b, self.batchBuckets.filter(x, x == b).size() == 1))",
+            "message": "batchBuckets must be strictly ascending",
             "fieldPath": ".batchBuckets",
         },
     )
@@ -169,7 +271,11 @@ class EngineSpec(Spec):
     )
     precision: Precision = Field(
         default=Precision.FP32,
-        description="fp16/bf16 cast weights and activations; int8 is weight-only.",
+        description="fp16/bf16 cast weights and activations. int8: int8 weights and "
+        "dynamic per-token int8 activations on int8 tensor cores (W8A8, for speed). "
+        "int8-weight-only: int8 weights, bf16 activations (saves memory, not time). "
+        "fp8: e4m3 weights and activations on fp8 tensor cores (GPUs of compute "
+        "capability >= 8.9 only; refused elsewhere).",
     )
     pipeline_parallel: int = Field(
         default=1,
@@ -200,9 +306,9 @@ class EngineSpec(Spec):
     def _buckets_ascending(self) -> EngineSpec:
         buckets = self.batch_buckets
         if any(b < 1 for b in buckets):
-            raise ValueError("batchBuckets entries must be >= 1")
+            raise FieldError("batchBuckets", "batchBuckets entries must be >= 1")
         if any(a >= b for a, b in itertools.pairwise(buckets)):
-            raise ValueError("batchBuckets must be strictly ascending")
+            raise FieldError("batchBuckets", "batchBuckets must be strictly ascending")
         return self
 
 
@@ -248,7 +354,9 @@ class BatchingSpec(Spec):
     @model_validator(mode="after")
     def _priority(self) -> BatchingSpec:
         if self.default_priority_level > self.priority_levels:
-            raise ValueError("defaultPriorityLevel must be <= priorityLevels")
+            raise FieldError(
+                "defaultPriorityLevel", "defaultPriorityLevel must be <= priorityLevels"
+            )
         return self
 
 
@@ -323,7 +431,9 @@ class CacheSpec(Spec):
     @model_validator(mode="after")
     def _needs_redis(self) -> CacheSpec:
         if self.mode != CacheMode.OFF and self.redis.url is None and self.redis.secret_ref is None:
-            raise ValueError("cache.mode is not off: set cache.redis.url or cache.redis.secretRef")
+            raise FieldError(
+                "redis", "cache.mode is not off: set cache.redis.url or cache.redis.secretRef"
+            )
         return self
 
 
@@ -349,8 +459,16 @@ class ServerSpec(Spec):
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     engine_process: bool = Field(
         default=True,
-        description="Run the model in a child process (engine/process.py) so it never "
-        "queues for the GIL behind the event loop; false runs it in a thread.",
+        description="The pod layout: front-end processes (HTTP, gRPC, cache) and one engine "
+        "core process (batcher, model, device); false runs everything in one process with "
+        "the model on a thread (development).",
+    )
+    front_ends: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Front-end processes sharing the ports; 0 = one per CPU the pod may use, "
+        "less one for the engine core, at most 8.",
     )
     log_format: LogFormat = LogFormat.TEXT
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -378,28 +496,33 @@ class WorkerConfig(Spec):
 def check_engine_vs_batching(engine: EngineSpec, batching: BatchingSpec) -> None:
     """Rules that span engine and batching (also expressed as CEL on the CRD spec)."""
     if engine.micro_batches > batching.max_batch_size:
-        raise ValueError(
-            f"engine.microBatches ({engine.micro_batches}) must be <= "
-            f"batching.maxBatchSize ({batching.max_batch_size})"
+        raise FieldError(
+            "engine.microBatches",
+            f"engine.microBatches must be <= batching.maxBatchSize ({engine.micro_batches} > "
+            f"{batching.max_batch_size})",
         )
     if engine.batch_buckets and engine.batch_buckets[-1] > batching.max_batch_size:
-        raise ValueError(
-            f"engine.batchBuckets ({engine.batch_buckets[-1]}) must not exceed "
-            f"batching.maxBatchSize ({batching.max_batch_size})"
+        raise FieldError(
+            "engine.batchBuckets",
+            f"engine.batchBuckets must not exceed batching.maxBatchSize "
+            f"({engine.batch_buckets[-1]} > {batching.max_batch_size})",
         )
 
 
 # The same two rules for the API server, attached at the level that holds both fields.
 # (Rules on objects that default to {} guard with has(): the API server checks each
-# rule against the schema's own default value, where nested defaults are not filled.)
+# rule against the schema's own default value, where nested defaults are not filled.
+# A maxBatchSize below 1 is already refused by its own bound: these rules stay quiet
+# then, so one mistake gives one error.)
 ENGINE_VS_BATCHING_CEL: list[CelRule] = [
     {
-        "rule": "self.engine.microBatches <= self.batching.maxBatchSize",
+        "rule": "self.batching.maxBatchSize < 1 || "
+        "self.engine.microBatches <= self.batching.maxBatchSize",
         "message": "engine.microBatches must be <= batching.maxBatchSize",
         "fieldPath": ".engine.microBatches",
     },
     {
-        "rule": "size(self.engine.batchBuckets) == 0 || "
+        "rule": "self.batching.maxBatchSize < 1 || size(self.engine.batchBuckets) == 0 || "
         "self.engine.batchBuckets.all(b, b <= self.batching.maxBatchSize)",
         "message": "engine.batchBuckets must not exceed batching.maxBatchSize",
         "fieldPath": ".engine.batchBuckets",

@@ -45,23 +45,27 @@ class GrpcFrontend(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
         try:
             self.service.check_model(request.name, request.version)
+            doc = self.service.model_metadata()
         except InferError as e:
             await self._abort(context, e)
-        return json_format.ParseDict(self.service.model_metadata(), pb.ModelMetadataResponse())
+        # TensorMetadata has no parameters field: tensors' domains reach gRPC clients
+        # through ModelConfig.parameters ("domain.<tensor>") instead.
+        return json_format.ParseDict(doc, pb.ModelMetadataResponse(), ignore_unknown_fields=True)
 
     async def ModelConfig(self, request: Any, context: Any) -> pb.ModelConfigResponse:
         try:
             self.service.check_model(request.name, request.version)
+            if self._config is None:
+                doc = self.service.model_config()
+                cfg = json_format.ParseDict(doc, model_config_pb2.ModelConfig())
+                self._config = pb.ModelConfigResponse(config=cfg)
         except InferError as e:
             await self._abort(context, e)
-        if self._config is None:
-            cfg = json_format.ParseDict(self.service.model_config(), model_config_pb2.ModelConfig())
-            self._config = pb.ModelConfigResponse(config=cfg)
         return self._config
 
     async def ModelStatistics(self, request: Any, context: Any) -> pb.ModelStatisticsResponse:
         try:
-            doc = self.service.model_statistics(request.name, request.version)
+            doc = await self.service.model_statistics(request.name, request.version)
         except InferError as e:
             await self._abort(context, e)
         return json_format.ParseDict(doc, pb.ModelStatisticsResponse())
@@ -76,7 +80,10 @@ class GrpcFrontend(service_pb2_grpc.GRPCInferenceServiceServicer):
         svc = self.service
         req = decode_request(request, svc.model_version)
         result = await svc.infer(req)
-        return encode_response(result, req)
+        try:
+            return encode_response(result, req)
+        finally:
+            result.done()
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
@@ -138,14 +145,19 @@ def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStream
     )
 
 
-def build_server(service: InferenceService, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """A grpc.aio server with the service registered and its port bound (not started)."""
+def build_server(
+    service: InferenceService, host: str, port: int, *, reuse_port: bool = False
+) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server with the service registered and its port bound (not started).
+
+    ``reuse_port``: the pod's front-end processes share the port (SO_REUSEPORT) and
+    the kernel spreads connections over them."""
     limit = min(service.cfg.server.max_request_bytes, INT32_MAX)
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", INT32_MAX),
             ("grpc.max_receive_message_length", limit),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(GrpcFrontend(service), server)

@@ -97,10 +97,10 @@ class HttpFrontend:
 
     async def model_stats(self, request: web.Request) -> web.Response:
         m, v = self._model(request)
-        return _json(self.service.model_statistics(m, v))
+        return _json(await self.service.model_statistics(m, v))
 
     async def all_stats(self, request: web.Request) -> web.Response:
-        return _json(self.service.model_statistics())
+        return _json(await self.service.model_statistics())
 
     async def repository_index(self, request: web.Request) -> web.Response:
         return _json(self.service.repository_index())
@@ -134,7 +134,10 @@ class HttpFrontend:
                 raise invalid(f"{HEADER_LENGTH} must be an integer, got {raw_len!r}") from None
         req, plan = decode_request(body, header_length, m, v or svc.model_version)
         result = await svc.infer(req)
-        out, hlen = encode_response(result, req, plan)
+        try:
+            out, hlen = encode_response(result, req, plan)
+        finally:
+            result.done()
         if hlen is None:
             return web.Response(body=out, content_type=_JSON)
         return web.Response(

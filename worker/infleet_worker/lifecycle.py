@@ -1,6 +1,8 @@
-"""Start, drain and stop one worker: HTTP, gRPC and metrics servers around a service.
+"""One worker in this process: HTTP, gRPC and metrics around a service and a batcher.
 
-In-process use (tests, benchmarks)::
+The in-process layout (tests, benchmarks, ``--engine-thread``): the batcher and an
+engine thread live beside the event loop. A worker pod uses the multi-process
+layout instead (supervisor.py); both serve the same protocol.
 
     async with serve(cfg, engine=engine) as worker:
         worker.http_port, worker.grpc_port, worker.metrics_port  # bound ports (0 = any)
@@ -17,28 +19,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from infleet_worker.batch_run import BatchOutcome
+from infleet_worker.batcher import DynamicBatcher
 from infleet_worker.cache.base import ResultCache
 from infleet_worker.config import WorkerConfig
-from infleet_worker.engine.base import Engine
-from infleet_worker.grpc_server import build_server
-from infleet_worker.http_server import HttpFrontend
+from infleet_worker.engine.base import Engine, Signature
 from infleet_worker.logs import event
-from infleet_worker.metrics import Metrics
-from infleet_worker.service import InferenceService
+from infleet_worker.metrics import BatchMetrics, RequestMetrics, ready_gauge
+from infleet_worker.servers import Servers, bound_port, start_app
+from infleet_worker.service import InferenceService, LocalGate
 
 log = logging.getLogger("infleet_worker.lifecycle")
-
-
-def _port(runner: web.AppRunner) -> int:
-    for addr in runner.addresses:
-        if isinstance(addr, tuple):
-            return int(addr[1])
-    raise OSError("server bound no TCP address")
 
 
 class Worker:
@@ -52,31 +48,63 @@ class Worker:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.cfg = cfg
-        self.metrics = Metrics(cfg.model.name, cfg.model.version, registry)
-        self.service = InferenceService(cfg, engine, cache, self.metrics)
-        self.http_port = 0
-        self.grpc_port = 0
+        self.engine = engine
+        self.registry = registry if registry is not None else CollectorRegistry()
+        name, version = cfg.model.name, cfg.model.version
+        self.gate = LocalGate()
+        self.ready_metric = ready_gauge(name, version, self.registry)
+        self.batch_metrics = BatchMetrics(name, version, self.registry)
+        self.service = InferenceService(
+            cfg, RequestMetrics(name, version, self.registry), self.gate
+        )
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infleet-engine")
+        signature = Signature.of(engine)
+        b = cfg.batching
+        max_batch = b.max_batch_size
+        if engine.max_batch_size > 0:
+            max_batch = min(max_batch, engine.max_batch_size)
+        self.batcher = DynamicBatcher(
+            engine,
+            self.executor,
+            max_batch_size=max_batch,
+            max_queue_delay_us=b.max_queue_delay_microseconds,
+            max_queue_size=b.max_queue_size,
+            priority_levels=b.priority_levels,
+            default_priority_level=b.default_priority_level,
+            default_timeout_us=b.default_timeout_microseconds,
+            outputs={o.name: o for o in signature.outputs},
+            on_batch=self._on_batch,
+        )
+        self.batch_metrics.queue_depth.set_function(lambda: self.batcher.queue_depth)
+        self.service.bind(signature, self.batcher, cache)
+        self.servers = Servers(self.service)
         self.metrics_port = 0
-        self._http: web.AppRunner | None = None
         self._metrics: web.AppRunner | None = None
-        self._grpc: grpc.aio.Server | None = None
-        self._stopped = asyncio.Event()
         self._draining = False
+        self._set_ready(False)
 
     @property
-    def registry(self) -> CollectorRegistry:
-        return self.metrics.registry
+    def http_port(self) -> int:
+        return self.servers.http_port
+
+    @property
+    def grpc_port(self) -> int:
+        return self.servers.grpc_port
+
+    def _on_batch(self, outcome: BatchOutcome) -> None:
+        self.service.stats.on_batch(outcome.timing)
+        self.batch_metrics.observe(outcome)
+
+    def _set_ready(self, ready: bool) -> None:
+        self.gate.ready = ready
+        self.ready_metric.set(1 if ready else 0)
 
     async def start(self, warmup: bool = True) -> None:
         """Bind every port (live at once), warm the engine up, then become Ready."""
         s = self.cfg.server
-        self._metrics = await self._start_app(_metrics_app(self.registry), s.host, s.metrics_port)
-        self.metrics_port = _port(self._metrics)
-        http = HttpFrontend(self.service)
-        self._http = await self._start_app(http.app, s.host, s.http_port)
-        self.http_port = _port(self._http)
-        self._grpc, self.grpc_port = build_server(self.service, s.host, s.grpc_port)
-        await self._grpc.start()
+        self._metrics = await start_app(metrics_app(self.registry), s.host, s.metrics_port)
+        self.metrics_port = bound_port(self._metrics)
+        await self.servers.start(s.host, s.http_port, s.grpc_port)
         event(
             log,
             "listening",
@@ -89,25 +117,11 @@ class Worker:
             version=self.cfg.model.version,
             source=self.cfg.model.source,
         )
-        await self.service.start(warmup=warmup)
+        if warmup:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.engine.warmup)
+        self.batcher.start()
+        self._set_ready(True)
         event(log, "ready", "ready", model=self.cfg.model.name)
-
-    async def _start_app(self, app: web.Application, host: str, port: int) -> web.AppRunner:
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=30,
-            auto_decompress=False,  # the infer handler inflates, with a size bound
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        return runner
 
     async def drain(self, drain_seconds: float | None = None) -> None:
         """The SIGTERM sequence; returns when every accepted request has its answer."""
@@ -115,11 +129,11 @@ class Worker:
             return
         self._draining = True
         secs = self.cfg.server.drain_seconds if drain_seconds is None else drain_seconds
-        self.service.set_ready(False)
+        self._set_ready(False)
         event(log, "drain", f"draining: not Ready, still serving for {secs}s", drain_seconds=secs)
         if secs > 0:
             await asyncio.sleep(secs)
-        self.service.stop_accepting()
+        self.gate.accepting = False
         event(
             log,
             "drain_closed",
@@ -130,22 +144,23 @@ class Worker:
 
     async def stop(self) -> None:
         """Close everything (after drain() for a graceful exit)."""
-        self.service.stop_accepting()
-        if self._grpc is not None:
-            await self._grpc.stop(grace=5)
-            self._grpc = None
-        if self._http is not None:
-            await self._http.cleanup()
-            self._http = None
+        self._set_ready(False)
+        self.gate.accepting = False
+        await self.servers.stop()
         await self.service.close()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.executor, self.engine.close)
+        except Exception:
+            log.exception("engine close failed")
+        self.executor.shutdown(wait=False)
         if self._metrics is not None:
             await self._metrics.cleanup()
             self._metrics = None
         event(log, "shutdown", "shut down")
-        self._stopped.set()
 
 
-def _metrics_app(registry: CollectorRegistry) -> web.Application:
+def metrics_app(registry: CollectorRegistry) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one worker, in a private registry (tests run several workers).
+"""Prometheus metrics of one worker, in private registries (tests run several workers).
 
 These names are the autoscaler's contract (see docs/worker.md); every series
 carries ``model`` and ``version`` labels. The cache adds its own series to
@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from infleet_worker.batch_run import BatchOutcome
 
 OUTCOMES = ("success", "rejected", "timeout", "error", "invalid", "cache_hit")
 
@@ -52,63 +54,91 @@ QUEUE_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
-class Metrics:
+NAMES = ("model", "version")
+
+
+class RequestMetrics:
+    """What the request path counts: each front-end process has its own; the pod's
+    supervisor sums them (core/metrics_merge.py) into one scrape."""
+
     def __init__(self, model: str, version: str, registry: CollectorRegistry | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.labels = {"model": model, "version": version}
-        names = ("model", "version")
         r = self.registry
-        self.queue_depth = Gauge(
-            "infleet_queue_depth", "Requests waiting in the batcher queue", names, registry=r
-        ).labels(model, version)
         self.inflight = Gauge(
             "infleet_inflight_requests",
             "Requests accepted and not yet answered (queued + running)",
-            names,
+            NAMES,
             registry=r,
         ).labels(model, version)
         requests = Counter(
             "infleet_requests",
             "Finished inference requests by outcome",
-            (*names, "outcome"),
+            (*NAMES, "outcome"),
             registry=r,
         )
         self.requests = {o: requests.labels(model, version, o) for o in OUTCOMES}
         self.arrivals = Counter(
             "infleet_request_arrivals",
             "Inference requests received (arrival rate = rate())",
-            names,
+            NAMES,
             registry=r,
         ).labels(model, version)
         self.queue_wait = Histogram(
             "infleet_queue_wait_seconds",
             "Time a request waited in the batcher queue",
-            names,
+            NAMES,
             buckets=QUEUE_BUCKETS,
             registry=r,
         ).labels(model, version)
         self.latency = Histogram(
             "infleet_request_latency_seconds",
             "End-to-end request latency inside the worker (decode to encode)",
-            names,
+            NAMES,
             buckets=LATENCY_BUCKETS,
             registry=r,
+        ).labels(model, version)
+
+    def bind_inflight(self, inflight: Callable[[], float]) -> None:
+        """Read the gauge from live state at scrape time (no per-request cost)."""
+        self.inflight.set_function(inflight)
+
+
+class BatchMetrics:
+    """What the batcher counts: the engine core's (or the in-process batcher's)."""
+
+    def __init__(self, model: str, version: str, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.queue_depth = Gauge(
+            "infleet_queue_depth", "Requests waiting in the batcher queue", NAMES, registry=r
         ).labels(model, version)
         self.batch_size = Histogram(
             "infleet_batch_size",
             "Rows per executed batch",
-            names,
+            NAMES,
             buckets=BATCH_BUCKETS,
             registry=r,
         ).labels(model, version)
         self.batches = Counter(
-            "infleet_batches", "Batches executed by the engine", names, registry=r
+            "infleet_batches", "Batches executed by the engine", NAMES, registry=r
         ).labels(model, version)
-        self.ready = Gauge(
-            "infleet_ready", "1 when the worker is Ready to take traffic", names, registry=r
+        self.isolated = Counter(
+            "infleet_isolated_failures",
+            "Requests that failed alone while the rest of their batch was answered "
+            "(bad input or non-finite output found by bisecting a failed batch)",
+            NAMES,
+            registry=r,
         ).labels(model, version)
 
-    def bind(self, queue_depth: Callable[[], float], inflight: Callable[[], float]) -> None:
-        """Read the gauges from live state at scrape time (no per-request cost)."""
-        self.queue_depth.set_function(queue_depth)
-        self.inflight.set_function(inflight)
+    def observe(self, outcome: BatchOutcome) -> None:
+        self.batch_size.observe(outcome.timing.batch_size)
+        self.batches.inc()
+        if outcome.isolated:
+            self.isolated.inc(outcome.isolated)
+
+
+def ready_gauge(model: str, version: str, registry: CollectorRegistry) -> Gauge:
+    """1 when Ready; one per pod (the supervisor's, or the in-process worker's)."""
+    return Gauge(
+        "infleet_ready", "1 when the worker is Ready to take traffic", NAMES, registry=registry
+    ).labels(model, version)

@@ -1,8 +1,9 @@
 """The request path, independent of HTTP or gRPC.
 
-decode (protocol layer) -> validate -> cache lookup -> batcher -> engine thread
--> split -> cache complete -> encode (protocol layer). The service owns the
-engine thread, the batcher, the statistics and the readiness / drain state.
+decode (protocol layer) -> validate -> cache lookup -> scheduler (the engine core,
+or the in-process batcher) -> cache complete -> encode (protocol layer). A cache
+hit never reaches the scheduler. The service owns the per-request statistics and
+asks its gate whether it is Ready and takes requests.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-from infleet_worker.batcher import BatchTiming, DynamicBatcher
 from infleet_worker.cache.base import CacheLookup, ResultCache
 from infleet_worker.config import WorkerConfig
-from infleet_worker.engine.base import Engine, TensorInfo
-from infleet_worker.metrics import Metrics
+from infleet_worker.domains import check_inputs, domain_metadata, domain_parameters
+from infleet_worker.engine.base import Signature, TensorInfo
+from infleet_worker.metrics import RequestMetrics
 from infleet_worker.protocol.datatypes import CONFIG_TYPES
 from infleet_worker.protocol.errors import ErrorKind, InferError, invalid, not_found, unavailable
+from infleet_worker.scheduler import Computed, Scheduler
 from infleet_worker.stats import ModelStats
 from infleet_worker.tensors import InferRequest, InferResult, Tensor
 
@@ -39,64 +41,84 @@ PLATFORM = "pytorch_libtorch"
 BACKEND = "pytorch"
 
 
+class Gate(Protocol):
+    """Who decides Ready and whether new requests are taken: this process or the pod's
+    supervisor (core/state.py). ``count`` publishes the requests in flight."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def accepting(self) -> bool: ...
+
+    def count(self, inflight: int) -> None: ...
+
+
+class LocalGate:
+    """In-process: the worker's own drain sequence sets these."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.accepting = True
+
+    def count(self, inflight: int) -> None:
+        pass
+
+
+StatsSource = Callable[[], Awaitable[dict[str, Any]]]
+
+
 class InferenceService:
-    """One model behind a dynamic batcher; shared by the HTTP and gRPC front ends."""
+    """One model behind a scheduler; shared by the HTTP and gRPC front ends.
+
+    Created before the model is known (ports bind at once, live but not Ready);
+    ``bind`` gives it the model's signature and the scheduler to submit to.
+    """
 
     def __init__(
         self,
         cfg: WorkerConfig,
-        engine: Engine,
-        cache: ResultCache | None = None,
-        metrics: Metrics | None = None,
+        metrics: RequestMetrics | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.cfg = cfg
-        self.engine = engine
-        self.cache = cache
         self.model_name = cfg.model.name
         self.model_version = cfg.model.version
-        self.metrics = metrics or Metrics(self.model_name, self.model_version)
+        self.metrics = metrics or RequestMetrics(self.model_name, self.model_version)
         self.stats = ModelStats(self.model_name, self.model_version)
-        b = cfg.batching
-        self.max_batch_size = b.max_batch_size
-        if engine.max_batch_size > 0:
-            self.max_batch_size = min(self.max_batch_size, engine.max_batch_size)
-        self.inputs: dict[str, TensorInfo] = {i.name: i for i in engine.inputs}
-        self.outputs: dict[str, TensorInfo] = {o.name: o for o in engine.outputs}
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infleet-engine")
-        self.batcher = DynamicBatcher(
-            engine,
-            self.executor,
-            max_batch_size=self.max_batch_size,
-            max_queue_delay_us=b.max_queue_delay_microseconds,
-            max_queue_size=b.max_queue_size,
-            priority_levels=b.priority_levels,
-            default_priority_level=b.default_priority_level,
-            default_timeout_us=b.default_timeout_microseconds,
-            on_batch=self._on_batch,
-        )
-        self.ready = False  # engine warmed up and not draining
-        self.accepting = True  # takes new inference requests
+        self.gate: Gate = gate or LocalGate()
+        self.signature: Signature | None = None
+        self.scheduler: Scheduler | None = None
+        self.cache: ResultCache | None = None
+        self.max_batch_size = cfg.batching.max_batch_size
+        self.inputs: dict[str, TensorInfo] = {}
+        self.outputs: dict[str, TensorInfo] = {}
+        self.stats_source: StatsSource | None = None  # the pod's merged statistics
         self.inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.metrics.bind(lambda: self.batcher.queue_depth, lambda: self.inflight)
-        self.metrics.ready.set(0)
+        self.metrics.bind_inflight(lambda: self.inflight)
+
+    def bind(
+        self, signature: Signature, scheduler: Scheduler, cache: ResultCache | None = None
+    ) -> None:
+        self.signature = signature
+        self.scheduler = scheduler
+        self.cache = cache
+        if signature.max_batch_size > 0:
+            self.max_batch_size = min(self.max_batch_size, signature.max_batch_size)
+        self.inputs = {i.name: i for i in signature.inputs}
+        self.outputs = {o.name: o for o in signature.outputs}
 
     # -- lifecycle ------------------------------------------------------------------
-    async def start(self, warmup: bool = True) -> None:
-        """Warm the engine up on its own thread, start the batcher, become Ready."""
-        if warmup:
-            await asyncio.get_running_loop().run_in_executor(self.executor, self.engine.warmup)
-        self.batcher.start()
-        self.set_ready(True)
+    @property
+    def ready(self) -> bool:
+        """Bound to a model, warmed up and not draining."""
+        return self.scheduler is not None and self.gate.ready
 
-    def set_ready(self, ready: bool) -> None:
-        self.ready = ready
-        self.metrics.ready.set(1 if ready else 0)
-
-    def stop_accepting(self) -> None:
-        self.accepting = False
-        self.set_ready(False)
+    @property
+    def accepting(self) -> bool:
+        return self.gate.accepting
 
     async def wait_idle(self) -> None:
         """Until every accepted request has its answer."""
@@ -105,20 +127,18 @@ class InferenceService:
             await self._idle.wait()
 
     async def close(self) -> None:
-        self.set_ready(False)
-        self.accepting = False
-        await self.batcher.stop()
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self.executor, self.engine.close)
-        except Exception:
-            log.exception("engine close failed")
-        self.executor.shutdown(wait=False)
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         if self.cache is not None:
             try:
                 await self.cache.close()
             except Exception:
                 log.exception("cache close failed")
+
+    def _sig(self) -> Signature:
+        if self.signature is None:
+            raise unavailable("the model is still loading; retry")
+        return self.signature
 
     # -- models ---------------------------------------------------------------------
     def check_model(self, name: str, version: str = "") -> None:
@@ -185,11 +205,7 @@ class InferenceService:
                         f"unknown output '{name}' for model '{self.model_name}'; available "
                         f"{sorted(self.outputs)}"
                     )
-
-    def _on_batch(self, t: BatchTiming) -> None:
-        self.stats.on_batch(t)
-        self.metrics.batch_size.observe(t.batch_size)
-        self.metrics.batches.inc()
+        check_inputs(inputs, self.inputs)  # value domains (token id ranges, masks, finite)
 
     def _select(self, req: InferRequest, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
         if req.requested_outputs is None:
@@ -201,11 +217,17 @@ class InferenceService:
         t0 = time.perf_counter_ns()
         m = self.metrics
         m.arrivals.inc()
-        if not self.accepting:
+        if not self.gate.accepting:
             m.requests["rejected"].inc()
             raise unavailable("worker is shutting down and takes no new requests")
+        scheduler = self.scheduler
+        if scheduler is None:
+            m.requests["rejected"].inc()
+            raise unavailable("the model is still loading; retry")
         self.inflight += 1
+        self.gate.count(self.inflight)
         outcome = "error"
+        computed: Computed | None = None
         try:
             self.check_model(req.model_name, req.model_version)
             self.validate(req)
@@ -223,12 +245,15 @@ class InferenceService:
                 self.stats.d["cache_miss"].add(dt)
                 if lookup.to_compute is not None:
                     to_compute = lookup.to_compute
-            computed = await self.batcher.submit(to_compute)
+            computed = await scheduler.submit(to_compute)
             self.stats.on_computed(computed.queue_ns, computed.timing)
             m.queue_wait.observe(computed.queue_ns / 1e9)
-            result = InferResult(self._select(req, computed.outputs))
+            result = InferResult(self._select(req, computed.outputs), release=computed.release)
             if self.cache is not None and lookup is not None:
                 result = await self.cache.complete(req, lookup, result)
+                if result.release is None:  # the cache built new arrays
+                    computed.release()
+            computed = None  # the protocol layer releases it after encoding
             outcome = "success"
             self.stats.d["success"].add(time.perf_counter_ns() - t0)
             return result
@@ -244,7 +269,10 @@ class InferenceService:
             self.stats.d["fail"].add(time.perf_counter_ns() - t0)
             raise InferError(ErrorKind.INTERNAL, f"internal error: {e}") from None
         finally:
+            if computed is not None:
+                computed.release()
             self.inflight -= 1
+            self.gate.count(self.inflight)
             if self.inflight == 0:
                 self._idle.set()
             m.requests[outcome].inc()
@@ -255,19 +283,26 @@ class InferenceService:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
 
     def _meta_tensor(self, t: TensorInfo) -> dict[str, Any]:
-        return {"name": t.name, "datatype": t.datatype, "shape": [-1, *t.shape]}
+        return {
+            "name": t.name,
+            "datatype": t.datatype,
+            "shape": [-1, *t.shape],
+            **domain_metadata(t),
+        }
 
     def model_metadata(self) -> dict[str, Any]:
+        sig = self._sig()
         return {
             "name": self.model_name,
             "versions": [self.model_version],
             "platform": PLATFORM,
-            "inputs": [self._meta_tensor(t) for t in self.engine.inputs],
-            "outputs": [self._meta_tensor(t) for t in self.engine.outputs],
+            "inputs": [self._meta_tensor(t) for t in sig.inputs],
+            "outputs": [self._meta_tensor(t) for t in sig.outputs],
         }
 
     def model_config(self) -> dict[str, Any]:
         b = self.cfg.batching
+        sig = self._sig()
 
         def tensor(t: TensorInfo) -> dict[str, Any]:
             return {"name": t.name, "data_type": CONFIG_TYPES[t.datatype], "dims": list(t.shape)}
@@ -278,8 +313,8 @@ class InferenceService:
             "backend": BACKEND,
             "version_policy": {"specific": {"versions": _int_versions(self.model_version)}},
             "max_batch_size": self.max_batch_size,
-            "input": [tensor(t) for t in self.engine.inputs],
-            "output": [tensor(t) for t in self.engine.outputs],
+            "input": [tensor(t) for t in sig.inputs],
+            "output": [tensor(t) for t in sig.outputs],
             "dynamic_batching": {
                 "max_queue_delay_microseconds": b.max_queue_delay_microseconds,
                 "priority_levels": b.priority_levels,
@@ -292,13 +327,18 @@ class InferenceService:
                 },
             },
             "instance_group": [{"name": self.model_name, "kind": "KIND_AUTO", "count": 1}],
-            "parameters": {k: {"string_value": v} for k, v in self.cfg.model.parameters.items()},
+            "parameters": {
+                **{k: {"string_value": v} for k, v in self.cfg.model.parameters.items()},
+                **domain_parameters([*sig.inputs, *sig.outputs]),
+            },
         }
 
-    def model_statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
+    async def model_statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
+        """Triton statistics: this process's, or the whole pod's when a source is set."""
         if name:
             self.check_model(name, version)
-        return {"model_stats": [self.stats.to_json()]}
+        doc = self.stats.to_json() if self.stats_source is None else await self.stats_source()
+        return {"model_stats": [doc]}
 
     def repository_index(self) -> list[dict[str, Any]]:
         state = "READY" if self.ready else "UNAVAILABLE"

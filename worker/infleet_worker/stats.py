@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from infleet_worker.batcher import BatchTiming
+from infleet_worker.batch_run import BatchTiming
 
 DURATIONS = (
     "success",

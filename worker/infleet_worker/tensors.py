@@ -8,6 +8,7 @@ The first dimension of every tensor is the batch dimension.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,3 +75,11 @@ class InferResult:
 
     outputs: dict[str, Tensor]
     cached: bool = False
+    # Outputs may be views into shared memory (core/arena.py): the protocol layer
+    # calls this once it has encoded them, and must not touch them after.
+    release: Callable[[], None] | None = None
+
+    def done(self) -> None:
+        if self.release is not None:
+            self.release()
+            self.release = None

@@ -149,8 +149,7 @@ async def autoscale(
     )
     raw = dict(body)
     if outcome.plan.changed:
-        written = await apply.set_replicas(rt.kube, deployment, outcome.plan.replicas)
-        rt.note_applied(key, written)  # our own change: not drift to correct
+        await apply.set_replicas(rt.kube, deployment, outcome.plan.replicas)
         log.info("%s/%s: %s", namespace, name, outcome.event)
         events.post(raw, [events.Event("Normal", "Scaled", outcome.event or "")])
     patch = status_patch(raw, outcome)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import math
-import os
-from pathlib import Path
 
 import torch
 
+from infleet_worker.cpus import available_cpus
 from infleet_worker.engine.base import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -25,29 +23,14 @@ def select_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def available_cpus() -> int:
-    """Cores this process may use: CPU affinity, capped by a cgroup v2 CPU quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores)
-
-
 _reserved_cpus = 0
 
 
 def reserve_cpus(n: int) -> None:
-    """Keep ``n`` cores off the engine's thread count: a serving worker keeps one for
-    its event loop (transport, decode, batching). Measured on 2 cores, gRPC client
-    batch 16 at concurrency 64: 2 intra-op threads fighting the loop for the cores
-    gave 18.2k rows/s, 1 thread 27.9k (OpenMP threads stall at each barrier while
+    """Keep ``n`` cores off the engine's thread count: one per front-end process (or
+    the in-process worker's event loop: transport, decode, batching). Measured on 2
+    cores, gRPC client batch 16 at concurrency 64: 2 intra-op threads fighting the loop
+    for the cores gave 18.2k rows/s, 1 thread 27.9k (OpenMP threads stall at each barrier while
     one of them is preempted)."""
     global _reserved_cpus
     _reserved_cpus = max(0, n)

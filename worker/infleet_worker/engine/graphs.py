@@ -1,8 +1,11 @@
 """CUDA graphs: one captured graph per padded input shape, with static buffers.
 
 Capture happens at start-up (warm-up), largest bucket first so every graph shares one
-memory pool. A graph owns static device inputs/outputs plus pinned host staging buffers
-of the same shapes, so a replay allocates nothing: host rows are copied into the pinned
+memory pool, on the runner's own stream (the one that replays them: graphs captured on
+a stream shared with other engines would share its cuBLAS workspace), in
+``thread_local`` capture mode so another thread's CUDA calls cannot break a capture.
+A graph owns static device inputs/outputs plus pinned host staging buffers of the same
+shapes, so a replay allocates nothing: host rows are copied into the pinned
 input buffer, sent with non_blocking H2D copies, the graph replays, and outputs come
 back through the pinned output buffer with non_blocking D2H copies and one sync.
 """
@@ -55,9 +58,10 @@ class CapturedGraph:
 class GraphCache:
     """Captured graphs keyed by their padded input shapes."""
 
-    def __init__(self, forward: Forward, device: torch.device) -> None:
+    def __init__(self, forward: Forward, device: torch.device, stream: Any) -> None:
         self.forward = forward
         self.device = device
+        self.stream = stream  # torch.cuda.Stream: capture and replay on it
         self.graphs: dict[ShapeKey, CapturedGraph] = {}
         self.pool = torch.cuda.graph_pool_handle()
 
@@ -69,17 +73,16 @@ class GraphCache:
         key = shape_key(example)
         if key in self.graphs:
             return self.graphs[key]
-        static_inputs = tuple(x.to(self.device) for x in example)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up iterations off the capture (lazy inits)
+        with torch.cuda.stream(self.stream):  # warm-up iterations off the capture (lazy inits)
+            static_inputs = tuple(x.to(self.device) for x in example)
             for _ in range(2):
                 self.forward(*static_inputs)
-        torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):  # captures on its own side stream
+        with torch.cuda.graph(
+            graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"
+        ):
             static_outputs = self.forward(*static_inputs)
-        torch.cuda.synchronize(self.device)
+        self.stream.synchronize()
         captured = CapturedGraph(
             graph=graph,
             static_inputs=static_inputs,

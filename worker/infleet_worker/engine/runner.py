@@ -1,6 +1,11 @@
-"""The model runner: host batch -> device -> model (graph or eager) -> host outputs.
+"""Model runners: host batch -> device(s) -> model (graph or eager) -> host outputs.
 
-Knows nothing of sources or precision choice: it gets a ready module on its device, the
+:class:`Runner` is what :class:`~infleet_worker.engine.torch_engine.TorchEngine` needs of
+one; :class:`ModelRunner` (here, one device) and
+:class:`~infleet_worker.engine.pipeline.runner.PipelineRunner` (stages over several
+devices) implement it.
+
+ModelRunner knows nothing of sources or precision choice: it gets a ready module on its device, the
 signature, the compute dtype and the buckets. ``forward`` is what CUDA graphs capture:
 input casts to the compute dtype, the model, output normalization and casts back to the
 signature's dtypes, so a replay does all of it on the GPU.
@@ -10,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -23,6 +28,39 @@ from infleet_worker.models.served import ServedView
 from infleet_worker.tensors import Tensor
 
 log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    """Runs batches of a served model on its device(s); called from one thread."""
+
+    view: ServedView
+    device: torch.device
+    outputs: list[TensorInfo]
+
+    def prepare_batch(self, host: dict[str, Tensor]) -> tuple[torch.Tensor, ...]:
+        """Host tensors -> CPU torch tensors in signature order."""
+        ...
+
+    def run_model(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """One batch of CPU tensors -> CPU outputs with the same batch size."""
+        ...
+
+    def capture_graphs(self) -> int:
+        """Warm every bucket (capturing CUDA graphs where used); returns shapes run."""
+        ...
+
+    @property
+    def graph_count(self) -> int: ...
+
+    def describe(self) -> str: ...
+
+    def failure(self) -> str | None:
+        """Why no batch can run any more (e.g. a stuck pipeline stage), else None."""
+        ...
+
+    def close(self) -> None:
+        """Release threads, graphs and device memory; returns within a bound."""
+        ...
 
 
 class ModelRunner:
@@ -43,8 +81,24 @@ class ModelRunner:
         self._out_dtypes = [TORCH_DTYPES.get(o.datatype) for o in self.outputs]
         self._cast_inputs = dtype != torch.float32  # fp32 leaves e.g. FP64 inputs alone
         use_graphs = cuda_graphs and device.type == "cuda" and view.row_independent
-        self.graphs = GraphCache(self.forward, device) if use_graphs else None
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.graphs = GraphCache(self.forward, device, self.stream) if use_graphs else None
+
+    def describe(self) -> str:
+        return f"{self.device}: {type(self.module).__name__}"
+
+    def failure(self) -> str | None:
+        return None
+
+    @property
+    def graph_count(self) -> int:
+        return 0 if self.graphs is None else len(self.graphs.graphs)
+
+    def close(self) -> None:
+        if self.graphs is not None:
+            self.graphs.graphs.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # -- the captured part -------------------------------------------------------------
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -98,8 +152,7 @@ class ModelRunner:
                 examples = examples[:1]
             for example in examples:
                 if self.graphs is not None:
-                    with self._on_stream():
-                        self.graphs.capture_graph(example)
+                    self.graphs.capture_graph(example)
                 self.run_model(example)  # (replays the new graph: the served path, end to end)
                 count += 1
         return count

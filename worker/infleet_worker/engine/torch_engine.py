@@ -1,13 +1,17 @@
-"""TorchEngine: the Engine interface over a ModelRunner (validation, errors, warm-up)."""
+"""TorchEngine: the Engine interface over a Runner (validation, errors, warm-up).
+
+One class for every torch model: the runner is a single-device
+:class:`~infleet_worker.engine.runner.ModelRunner` or a
+:class:`~infleet_worker.engine.pipeline.runner.PipelineRunner`; both implement
+:class:`~infleet_worker.engine.runner.Runner`.
+"""
 
 from __future__ import annotations
 
 import logging
 
-import torch
-
 from infleet_worker.engine.base import EngineError, ModelLoadError, TensorInfo
-from infleet_worker.engine.runner import ModelRunner
+from infleet_worker.engine.runner import Runner
 from infleet_worker.models.base import from_torch
 from infleet_worker.tensors import Tensor
 
@@ -18,7 +22,7 @@ class TorchEngine:
     """Serves one torch model; ``run`` is called from one dedicated thread."""
 
     def __init__(
-        self, name: str, version: str, runner: ModelRunner, max_batch_size: int, warmup: bool
+        self, name: str, version: str, runner: Runner, max_batch_size: int, warmup: bool
     ) -> None:
         self.name = name
         self.version = version
@@ -82,11 +86,18 @@ class TorchEngine:
             raise ModelLoadError(
                 f"{self.name}: warm-up failed: {type(exc).__name__}: {exc}"
             ) from exc
-        graphs = 0 if self.runner.graphs is None else len(self.runner.graphs.graphs)
-        log.info("%s: warmed up %d shapes, %d CUDA graphs", self.name, count, graphs)
+        log.info(
+            "%s: warmed up %d shapes, %d CUDA graphs (%s)",
+            self.name,
+            count,
+            self.runner.graph_count,
+            self.runner.describe(),
+        )
+
+    def failure(self) -> str | None:
+        """Why this engine can serve no more batches (the worker should restart), or None."""
+        return self.runner.failure()
 
     def close(self) -> None:
-        if self.runner.graphs is not None:
-            self.runner.graphs.graphs.clear()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        """Release the runner (bounded: a stuck pipeline stage is left behind, logged)."""
+        self.runner.close()

@@ -134,6 +134,8 @@ class EngineCore:
             self.metrics.preemptions.inc(self.scheduler.preemptions - preempted)
         if not batch.seqs:
             return 0
+        if self.metrics is not None:
+            self.metrics.observe_step(len(batch.seqs))
         if self.speculative is not None and self.speculative.applies(batch):
             return self.speculative.step(batch)
         logits, sampling = self.runner.run_model(batch)

@@ -9,11 +9,13 @@ import time
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 
+from prometheus_client import Gauge
+
 from infleet_worker.generate.engine import EngineDead, GenerateEngine, QueueFull
 from infleet_worker.generate.params import BadRequest, check_prompt
 from infleet_worker.generate.sequence import SamplingParams, TokenOutput
 from infleet_worker.generate.tokenizer import Tokenizer
-from infleet_worker.metrics import Metrics
+from infleet_worker.metrics import RequestMetrics
 
 
 class Unavailable(Exception):
@@ -36,7 +38,9 @@ class Frontend:
         tokenizer: Tokenizer,
         model: str,
         version: str,
-        metrics: Metrics,
+        metrics: RequestMetrics,
+        queue_depth: Gauge,
+        ready_gauge: Gauge,
         priority_levels: int = 1,
         default_max_tokens: int = 16,
     ) -> None:
@@ -45,6 +49,7 @@ class Frontend:
         self.model = model
         self.version = version
         self.metrics = metrics
+        self.ready_gauge = ready_gauge
         self.priority_levels = priority_levels
         self.default_max_tokens = default_max_tokens
         self.ready = False
@@ -52,10 +57,8 @@ class Frontend:
         self.inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        metrics.bind(
-            queue_depth=lambda: len(engine.core.scheduler.waiting),
-            inflight=lambda: self.inflight,
-        )
+        queue_depth.set_function(lambda: len(engine.core.scheduler.waiting))
+        metrics.bind_inflight(lambda: self.inflight)
 
     @property
     def max_model_len(self) -> int:
@@ -63,7 +66,7 @@ class Frontend:
 
     def set_ready(self, ready: bool) -> None:
         self.ready = ready
-        self.metrics.ready.set(1 if ready else 0)
+        self.ready_gauge.set(1 if ready else 0)
 
     async def wait_idle(self) -> None:
         await self._idle.wait()

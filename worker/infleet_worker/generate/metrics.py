@@ -11,13 +11,22 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from infleet_worker.metrics import BatchMetrics
+
 TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 ITL_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 FINISH_REASONS = ("stop", "length", "abort", "timeout", "error")
 
 
 class GenerateMetrics:
-    def __init__(self, model: str, version: str, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        registry: CollectorRegistry,
+        batch: BatchMetrics | None = None,
+    ) -> None:
+        self.batch = batch  # the worker's common batch series: one batch = one step
         names = ("model", "version")
         lv = (model, version)
         r = registry
@@ -79,6 +88,11 @@ class GenerateMetrics:
             "infleet_generate_prefix_cache_hit_ratio",
             "Hit tokens / queried tokens since start (use rate() of the counters for now)",
         )
+
+    def observe_step(self, sequences: int) -> None:
+        if self.batch is not None:
+            self.batch.batch_size.observe(sequences)
+            self.batch.batches.inc()
 
     def bind(
         self,

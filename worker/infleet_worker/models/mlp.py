@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from infleet_worker.engine.base import TensorInfo
+from infleet_worker.engine.base import FINITE, TensorInfo
 from infleet_worker.models.base import SequentialStage, ServedModel, seeded_generator
 from infleet_worker.models.params import check_known, int_param
 
@@ -29,8 +29,8 @@ class MLP(ServedModel):
             linear.bias = nn.Parameter(torch.randn(width, generator=gen) * 0.01)
             blocks.append(nn.Sequential(linear, nn.GELU()) if i < depth - 1 else linear)
         self.blocks = nn.ModuleList(SequentialStage(b) for b in blocks)
-        self.inputs = [TensorInfo("input", "FP32", (width,))]
-        self.outputs = [TensorInfo("output", "FP32", (width,))]
+        self.inputs = [TensorInfo("input", "FP32", (width,), domain=FINITE)]
+        self.outputs = [TensorInfo("output", "FP32", (width,), domain=FINITE)]
         self.flops_per_item = 2.0 * width * width * depth
 
     def stages(self) -> list[nn.Module]:

@@ -14,21 +14,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from infleet_worker.engine.base import TensorInfo
+from infleet_worker.engine.base import Domain, TensorInfo
 from infleet_worker.models.base import ServedModel, concrete_shape, to_torch, zeros_input
 from infleet_worker.tensors import Tensor
 
 
 def as_tensor_infos(value: Any) -> list[TensorInfo]:
-    """TensorInfo from TensorInfo, pydantic TensorSpec or plain dicts."""
+    """TensorInfo from TensorInfo, pydantic TensorSpec or plain (camelCase wire) dicts."""
     infos = []
     for item in value:
         if isinstance(item, TensorInfo):
             infos.append(item)
-        elif isinstance(item, dict):
-            infos.append(TensorInfo(item["name"], item["datatype"], tuple(item.get("shape", ()))))
-        else:
-            infos.append(TensorInfo(item.name, item.datatype, tuple(item.shape)))
+            continue
+        if not isinstance(item, dict):  # a TensorSpec
+            item = item.to_wire()
+        wire = item.get("domain")
+        domain = Domain.from_wire(wire) if wire else None
+        shape = tuple(item.get("shape", ()))
+        infos.append(TensorInfo(item["name"], item["datatype"], shape, domain=domain))
     return infos
 
 

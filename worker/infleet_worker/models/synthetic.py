@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from infleet_worker.engine.base import EngineError, TensorInfo
+from infleet_worker.engine.base import FINITE, EngineError, TensorInfo
 from infleet_worker.models.params import check_known, float_param, int_param
 from infleet_worker.tensors import Tensor
 
@@ -35,8 +35,8 @@ class SyntheticEngine:
         self.max_batch_size = 0  # the loader sets it from batching.maxBatchSize
         self.base_ms = base_ms
         self.per_item_ms = per_item_ms
-        self.inputs = [TensorInfo("input", "FP32", (width,))]
-        self.outputs = [TensorInfo("output", "FP32", (width,))]
+        self.inputs = [TensorInfo("input", "FP32", (width,), domain=FINITE)]
+        self.outputs = [TensorInfo("output", "FP32", (width,), domain=FINITE)]
         log.warning(
             "synthetic: sleeps to emulate accelerator time (%.1f ms + %.2f ms/item); "
             "outputs are input * 2, not a real model",

@@ -2,7 +2,8 @@
 
 The loader calls this for N > 1. It loads the model like the single-device path,
 finds its blocks (:mod:`.partition`), groups them into N stages, casts each stage to
-the precision on its own device, and serves them with a :class:`.runner.PipelineEngine`.
+the precision on its own device, and serves them with the ordinary
+:class:`~infleet_worker.engine.torch_engine.TorchEngine` over a :class:`.runner.PipelineRunner`.
 
 Devices: on CUDA ``cuda:0 .. cuda:N-1``; when fewer GPUs are visible the stages go
 round-robin over them (logged), which keeps a one-GPU test machine working. On CPU every
@@ -22,7 +23,6 @@ from infleet_worker.config import WorkerConfig, effective_batch_buckets
 from infleet_worker.engine.base import Engine, ModelLoadError
 from infleet_worker.engine.buckets import normalize_buckets
 from infleet_worker.engine.device import engine_cpus, select_device
-from infleet_worker.engine.loader import load_model
 from infleet_worker.engine.pipeline.partition import (
     Balance,
     as_module,
@@ -34,9 +34,16 @@ from infleet_worker.engine.pipeline.partition import (
     split_blocks,
     user_balance,
 )
-from infleet_worker.engine.pipeline.runner import PipelineEngine, PipelineRunner
+from infleet_worker.engine.pipeline.runner import PipelineRunner
 from infleet_worker.engine.pipeline.schedule import split_sizes
-from infleet_worker.engine.precision import cast_precision, compute_dtype
+from infleet_worker.engine.precision import (
+    QUANTIZED,
+    cast_precision,
+    check_precision,
+    compute_dtype,
+)
+from infleet_worker.engine.sources import load_model
+from infleet_worker.engine.torch_engine import TorchEngine
 from infleet_worker.models.served import ServedView, as_tensor_infos
 
 log = logging.getLogger(__name__)
@@ -58,9 +65,11 @@ def stage_devices(stages: int, device: torch.device) -> list[torch.device]:
 
 
 def cast_stage(stage: nn.Module, precision: str, device: torch.device) -> nn.Module:
-    """``cast_precision`` per stage; an int8 stage with no Linear just takes the dtype."""
-    if precision == "int8" and not any(isinstance(m, nn.Linear) for m in stage.modules()):
-        precision = "bf16" if compute_dtype("int8", device) == torch.bfloat16 else "fp32"
+    """``cast_precision`` per stage; a quantized stage with no Linear just takes the dtype."""
+    if precision in QUANTIZED and not any(isinstance(m, nn.Linear) for m in stage.modules()):
+        dtype = compute_dtype(precision, device)
+        check_precision(precision, device)
+        precision = "bf16" if dtype == torch.bfloat16 else "fp32"
     return cast_precision(stage, precision, device)
 
 
@@ -93,11 +102,14 @@ def build_pipeline(
     device: torch.device,
     trace: bool = False,
     cpu_threads: int | None = None,
-) -> PipelineEngine:
+    stage_timeout: float | None = None,
+) -> TorchEngine:
     """Split ``view.module`` into ``cfg.engine.pipelineParallel`` stages and serve them.
 
     On CPU each stage thread gets ``cpu_threads`` intra-op threads, by default an equal
     share of the cores (threads beyond the cores would spin against each other).
+    ``stage_timeout``: the watchdog's bound in seconds (default
+    :func:`.runner.default_stage_timeout`).
     """
     engine_spec = cfg.engine
     n = engine_spec.pipeline_parallel
@@ -128,6 +140,7 @@ def build_pipeline(
         tuple_state,
         trace=trace,
         cpu_threads=cpu_threads,
+        stage_timeout=stage_timeout,
     )
     log.info(
         "pipeline: %d stages, balance %s, %d micro-batches, %s, buckets %s, CUDA graphs %s: %s",
@@ -139,7 +152,7 @@ def build_pipeline(
         runner.use_graphs,
         runner.describe(),
     )
-    return PipelineEngine(cfg.model.name, cfg.model.version, runner, max_batch, engine_spec.warmup)
+    return TorchEngine(cfg.model.name, cfg.model.version, runner, max_batch, engine_spec.warmup)
 
 
 def place(

@@ -1,19 +1,24 @@
 """One pipeline stage: its blocks on one device, a CUDA stream there, one worker thread.
 
 The device plumbing, kept apart from the schedule (:mod:`.schedule`). A stage takes
-tasks ``(micro-batch, packet)`` from its queue and answers on the runner's done queue.
-A :class:`Packet` is the state between stages: a flat tuple of tensors, whether the
-blocks see it as a tuple (``packed``) or as one tensor, and on CUDA the event recorded
-on the producing stage's stream after it wrote them.
+tasks from its queue and answers on the runner's done queue (:mod:`.packet`). A packet
+is the state between stages: a flat tuple of tensors, whether the blocks see it as a
+tuple (``packed``) or as one tensor, and on CUDA the event recorded on the producing
+stage's stream after it wrote them.
 
 On CUDA (torchgpipe's recipe): the consuming stage's stream waits for that event, the
 copy to its device is issued on its stream, and ``record_stream`` tells the caching
-allocator the source is still read there, so no host sync sits between stages. Only the
-last stage syncs, when it copies the outputs to the host. On CPU the stream and events
+allocator the source is still read there, so no host sync sits between stages. The last
+stage copies its outputs into pinned host memory without waiting; the driver waits for
+those copies once per batch. On CPU the stream and events
 are None and the same code runs: stage threads overlap because torch ops release the GIL.
 
 CUDA graphs: one graph per stage and micro-batch bucket, captured at warm-up with static
 input buffers (rows past ``n`` are padding, so only row-independent models use them).
+Each stage captures its own graphs on its own thread and its own stream, the ones that
+replay them (see docs/pipeline.md, "CUDA graphs and the hang that was"): graphs captured
+on one shared stream by one thread share that (thread, stream)'s cuBLAS workspace, and
+two stages replaying them at once race on it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,30 +36,9 @@ from torch import nn
 
 from infleet_worker.engine.base import TensorInfo
 from infleet_worker.engine.buckets import pick_bucket
+from infleet_worker.engine.pipeline.packet import Done, Packet, Task, Tensors, rows, to_tuple
 
 log = logging.getLogger(__name__)
-
-Tensors = tuple[torch.Tensor, ...]
-
-
-@dataclass
-class Packet:
-    """The state flowing between stages (see the module docstring)."""
-
-    tensors: Tensors
-    packed: bool
-    event: Any = None  # torch.cuda.Event on CUDA
-
-
-@dataclass
-class Done:
-    """A stage's answer for one task: its output packet, or the exception it raised."""
-
-    batch: int
-    micro_batch: int
-    stage: int
-    packet: Packet | None = None
-    error: BaseException | None = None
 
 
 @dataclass
@@ -71,17 +55,6 @@ class StageGraph:
         self.graph.replay()
         # The static outputs are overwritten by the next replay: the next stage gets a copy.
         return tuple(o[:n].clone() for o in self.static_outputs)
-
-
-def to_tuple(value: Any) -> tuple[Tensors, bool]:
-    """A block's return value as (tensors, packed)."""
-    if isinstance(value, torch.Tensor):
-        return (value,), False
-    if isinstance(value, tuple | list) and all(isinstance(v, torch.Tensor) for v in value):
-        return tuple(value), True
-    raise TypeError(
-        f"a pipeline stage must return a tensor or a tuple of tensors, got {type(value).__name__}"
-    )
 
 
 @dataclass
@@ -118,9 +91,13 @@ class Stage:
         self.graph_buckets: list[int] = []
         self._pool: Any = None
         self._done = done
-        self._tasks: queue.SimpleQueue[tuple[int, int, Packet] | None] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._closed = threading.Event()
         self.trace = trace
+        # CUDA: the event after this stage's latest GPU work, and its micro-batch (the
+        # watchdog asks which stage's GPU work has not finished)
+        self.last_event: Any = None
+        self.last_micro_batch = 0
         self.thread = threading.Thread(
             target=self._loop, name=f"pipeline-stage-{index}", daemon=True
         )
@@ -163,12 +140,20 @@ class Stage:
             else:
                 moved = tuple(self._move(x) for x in packet.tensors)
                 packed, out = self.forward(packet.packed, *moved)
-            if self.spec.last:
-                out = tuple(o.to("cpu") for o in out)  # syncs this stream only
-                return Packet(out, packed)
-            event = torch.cuda.Event()
-            event.record(self.stream)
-            return Packet(out, packed, event)
+            return self._hand_on(out, packed)
+
+    def _hand_on(self, out: Tensors, packed: bool) -> Packet:
+        """Outputs for the next stage, or (last stage) copied into pinned host memory;
+        either way with an event on our stream. Nothing here waits for the GPU: the
+        driver waits for the last stage's events once, at the end of the batch."""
+        if self.spec.last:
+            host = tuple(torch.empty(o.shape, dtype=o.dtype, pin_memory=True) for o in out)
+            for h, o in zip(host, out, strict=True):
+                h.copy_(o, non_blocking=True)
+            out = host
+        event = torch.cuda.Event()
+        event.record(self.stream)
+        return Packet(out, packed, event)
 
     def _move(self, x: torch.Tensor) -> torch.Tensor:
         self._keep_alive(x)
@@ -190,41 +175,52 @@ class Stage:
             return None
         return self.graphs.get(graph_key(packet, bucket))
 
-    def capture_graph(self, packet: Packet, bucket: int) -> StageGraph:
-        """Capture this stage for ``packet``'s shapes padded to ``bucket`` rows (warm-up)."""
+    def capture_graph(self, packet: Packet, bucket: int) -> Packet:
+        """Capture this stage for ``packet``'s shapes padded to ``bucket`` rows (warm-up).
+
+        Runs on the stage's own thread (a :class:`Task` with ``capture``) while no other
+        stage works, captures on the stage's own stream (the one that replays it) in
+        ``thread_local`` mode, and hands on a copy of the graph's outputs: the example
+        for the next stage's capture.
+        """
         key = graph_key(packet, bucket)
-        if key in self.graphs:
-            return self.graphs[key]
+        captured = self.graphs.get(key)
+        if captured is None:
+            captured = self._capture(packet, key)
+            self.graphs[key] = captured
+            if bucket not in self.graph_buckets:
+                self.graph_buckets = sorted({*self.graph_buckets, bucket})
+            log.info("stage %d: captured CUDA graph for %s", self.index, key)
+        with torch.cuda.stream(self.stream):
+            return self._hand_on(tuple(o.clone() for o in captured.static_outputs), captured.packed)
+
+    def _capture(self, packet: Packet, key: tuple[Any, ...]) -> StageGraph:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        static = tuple(x.to(self.device).clone() for x in packet.tensors)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):  # lazy inits off the capture
-            for _ in range(2):
+        with torch.cuda.stream(self.stream):
+            if packet.event is not None:
+                self.stream.wait_event(packet.event)
+            static = tuple(self._move(x).clone() for x in packet.tensors)
+            for _ in range(2):  # lazy inits (cuBLAS handle, workspace) off the capture
                 self.forward(packet.packed, *static)
-        torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(
+            graph, pool=self._pool, stream=self.stream, capture_error_mode="thread_local"
+        ):
             packed, outputs = self.forward(packet.packed, *static)
-        torch.cuda.synchronize(self.device)
-        captured = StageGraph(graph, static, outputs, packed)
-        self.graphs[key] = captured
-        if bucket not in self.graph_buckets:
-            self.graph_buckets = sorted({*self.graph_buckets, bucket})
-        log.info("stage %d: captured CUDA graph for %s", self.index, key)
-        return captured
+        self.stream.synchronize()
+        return StageGraph(graph, static, outputs, packed)
 
     # -- the worker thread -------------------------------------------------------------
-    def submit(self, batch: int, micro_batch: int, packet: Packet) -> None:
-        self._tasks.put((batch, micro_batch, packet))
+    def submit(self, task: Task) -> None:
+        self._tasks.put(task)
 
     def close(self) -> None:
         self._closed.set()
         self._tasks.put(None)
 
     def join(self, timeout: float) -> bool:
-        self.thread.join(timeout)
+        self.thread.join(max(0.0, timeout))
         return not self.thread.is_alive()
 
     def _loop(self) -> None:
@@ -237,21 +233,26 @@ class Stage:
                 task = self._tasks.get()
                 if task is None or self._closed.is_set():
                     return
-                batch, micro_batch, packet = task
-                start = time.perf_counter()
-                try:
-                    out = self.compute(packet)
-                except Exception as exc:  # reported to the driver; the thread keeps serving
-                    self._done.put(Done(batch, micro_batch, self.index, error=exc))
-                    continue
-                finally:
-                    if self.trace is not None:
-                        self.trace.append((micro_batch, self.index, start, time.perf_counter()))
-                self._done.put(Done(batch, micro_batch, self.index, packet=out))
+                self._done.put(self._run(task))
 
+    def _run(self, task: Task) -> Done:
+        start = time.perf_counter()
+        try:
+            if task.capture is not None:
+                out = self.capture_graph(task.packet, task.capture)
+            else:
+                out = self.compute(task.packet)
+        except Exception as exc:  # reported to the driver; the thread keeps serving
+            return Done(task.batch, task.micro_batch, self.index, error=exc)
+        finally:
+            if self.trace is not None and task.capture is None:
+                self.trace.append((task.micro_batch, self.index, start, time.perf_counter()))
+        self.last_event, self.last_micro_batch = out.event, task.micro_batch
+        return Done(task.batch, task.micro_batch, self.index, packet=out)
 
-def rows(tensors: Sequence[torch.Tensor]) -> int:
-    return int(tensors[0].shape[0])
+    def gpu_busy(self) -> bool:
+        """CUDA: whether this stage's latest GPU work is still unfinished."""
+        return self.last_event is not None and not self.last_event.query()
 
 
 def graph_key(packet: Packet, bucket: int) -> tuple[Any, ...]:

@@ -1,4 +1,4 @@
-"""Helpers for tests and benchmarks of the cache (no Redis, no engine needed here)."""
+"""Cache helpers for tests and benchmarks (no Redis, no engine needed here)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from infleet_worker.cache.base import ResultCache
 from infleet_worker.config import CacheMode, WorkerConfig
 from infleet_worker.tensors import InferRequest, InferResult, Tensor
-
-from .base import ResultCache
 
 
 def cache_config(
