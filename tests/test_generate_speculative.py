@@ -154,7 +154,9 @@ def test_adaptive_length_idles_a_draft_that_never_agrees() -> None:
     assert spec.stats.accepted_tokens <= 2 and spec.policy.acceptance < 0.5
     assert spec.stats.verify_steps < 20  # k fell to 0 after a few steps: most ran plain
     good = DraftLength(4)
+    good.observe_plain(0.01)
     for _ in range(30):
-        good.observe(4, 4, 0.004, 4, 0.01)  # all accepted; a forward at a tenth of a step
-    assert good.choose() == 4  # a cheap draft that agrees: the full k
-    assert DraftLength(4, acceptance=0.5, cost=0.3).choose() == 1
+        good.observe(4, 4, 4, 0.004, 0.01)  # all accepted; a forward at a tenth of a step
+    assert [good.choose() for _ in range(16)] == [4] * 15 + [0]  # probes plain once
+    worse = DraftLength(4, acceptance=0.5, plain_s=0.01, draft_s=0.003)
+    assert worse.choose() == 1

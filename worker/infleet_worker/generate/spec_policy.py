@@ -1,13 +1,14 @@
-"""How many tokens the draft proposes per step: the k in 0..max that maximises the
-expected tokens per unit of time, from the measured acceptance rate and the measured
-cost of a draft forward relative to a target step.
+"""How many tokens the draft proposes per step: the k in 0..max with the most expected
+tokens per second, from measured times and the measured acceptance rate.
 
 With a per-token acceptance rate a, a step with k drafts emits 1 + a + ... + a^k tokens
-on average and costs 1 + k * c target steps (c = draft forward / target step; verifying
-k + 1 tokens costs about one step while the target is bound by its weights' reads). A
-draft that rarely agrees drives k to 0: plain decoding, the draft idle, so a bad draft
-costs little; every ``probe_every`` such steps one step speculates with k = 1 to see
-whether the text got easier. Both estimates are moving averages (``alpha`` per step).
+on average and takes plain + k * (draft + extra) seconds: ``plain`` a plain decode step,
+``draft`` one draft forward, ``extra`` what each further verified position adds to the
+target's step (near 0 on a GPU, where a step is bound by reading the weights; more on
+a CPU). A draft that rarely agrees drives k to 0: plain decoding with the draft idle,
+so a bad draft costs little. Every ``probe_every`` steps the other mode runs once (a
+plain step while speculating, k = 1 while idle) to keep both estimates fresh.
+Estimates are moving averages (``alpha`` per observation).
 """
 
 from __future__ import annotations
@@ -19,34 +20,46 @@ from dataclasses import dataclass
 class DraftLength:
     max_tokens: int
     adaptive: bool = True
-    acceptance: float = 0.7  # prior: per draft token
-    cost: float = 0.2  # prior: a draft forward / a target step
-    alpha: float = 0.1
+    acceptance: float = 0.7  # prior, per draft token
+    plain_s: float | None = None  # measured by the first plain step
+    draft_s: float | None = None  # prior: a fifth of a plain step
+    extra_s: float = 0.0
+    alpha: float = 0.2
     probe_every: int = 16
-    idle_steps: int = 0
+    steps: int = 0
 
     def choose(self) -> int:
         if not self.adaptive:
             return self.max_tokens
+        if self.plain_s is None:
+            return 0  # measure a plain step first
+        self.steps += 1
         best = max(range(self.max_tokens + 1), key=self.speed)
-        if best == 0:
-            self.idle_steps += 1
-            if self.idle_steps >= self.probe_every:
-                self.idle_steps = 0
-                return 1
+        if self.steps % self.probe_every == 0:
+            return 0 if best else 1
         return best
 
     def speed(self, k: int) -> float:
-        """Expected tokens per unit of time relative to plain decoding (= 1 at k = 0)."""
-        a = self.acceptance
-        return sum(a**i for i in range(k + 1)) / (1 + k * self.cost)
+        """Expected tokens per second relative to plain decoding (1 at k = 0)."""
+        plain = self.plain_s or 1.0
+        draft = self.draft_s if self.draft_s is not None else plain / 5
+        tokens = sum(self.acceptance**i for i in range(k + 1))
+        return tokens * plain / (plain + k * (draft + self.extra_s))
+
+    def _avg(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self.alpha * (new - old)
+
+    def observe_plain(self, seconds: float) -> None:
+        self.plain_s = self._avg(self.plain_s, seconds)
 
     def observe(
-        self, proposed: int, accepted: int, draft_s: float, forwards: int, target_s: float
+        self, k: int, proposed: int, accepted: int, draft_s: float, verify_s: float
     ) -> None:
-        """After a speculative step: drafts proposed / accepted, the draft's time over its
-        forwards, the target's verify time."""
+        """After a speculative step of k draft positions per sequence (at most):
+        drafts proposed and accepted, the draft's time (k forwards), the target's."""
         if proposed:
-            self.acceptance += self.alpha * (accepted / proposed - self.acceptance)
-        if forwards and target_s > 0:
-            self.cost += self.alpha * (draft_s / forwards / target_s - self.cost)
+            self.acceptance = self._avg(self.acceptance, accepted / proposed)
+        if k:
+            self.draft_s = self._avg(self.draft_s, draft_s / k)
+            if self.plain_s is not None:
+                self.extra_s = self._avg(self.extra_s, max(0.0, verify_s - self.plain_s) / k)

@@ -65,6 +65,7 @@ class SpeculativeDecoder:
         self.draft = draft
         self.policy = DraftLength(num_tokens, adaptive)
         self.k = num_tokens  # this step's (applies() chooses it)
+        self.plain_started = 0.0
         self.device = core.runner.device
         dtype = next(draft.parameters()).dtype
         self.block_size = core.blocks.block_size
@@ -82,6 +83,7 @@ class SpeculativeDecoder:
         if not self.decodes_only(batch):
             return False
         self.k = self.policy.choose()
+        self.plain_started = time.perf_counter()
         return self.k > 0
 
     @staticmethod
@@ -101,6 +103,9 @@ class SpeculativeDecoder:
         Plain decode steps (k = 0) leave the draft idle: it catches up when it next
         proposes."""
         if self.decodes_only(batch):
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.policy.observe_plain(time.perf_counter() - self.plain_started)
             return
         chunks = []
         for seq, n in zip(batch.seqs, batch.num_new, strict=True):
@@ -184,7 +189,7 @@ class SpeculativeDecoder:
             accepted += len(tokens) - 1
             emitted += len(tokens)
             self.commit(seq, tokens, row)
-        self.policy.observe(sum(ks), accepted, t1 - t0, max(ks), t2 - t1)
+        self.policy.observe(max(ks), sum(ks), accepted, t1 - t0, t2 - t1)
         self.record(sum(ks), accepted, len(seqs), emitted)
         self.prune()
         return sum(k + 1 for k in ks)
