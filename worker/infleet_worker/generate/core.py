@@ -104,6 +104,7 @@ class EngineCore:
             deadline=time.monotonic() + timeout if timeout > 0 else None,
         )
         seq.max_tokens = min(params.max_tokens, self.max_model_len - len(prompt_ids))
+        seq.max_tokens = min(seq.max_tokens, o.max_tokens or seq.max_tokens)
         return seq
 
     def add_sequence(self, seq: Sequence, sink: Sink) -> None:
