@@ -89,3 +89,20 @@ def test_task_is_inferred_or_checked_against_the_source() -> None:
         wants_generation("builtin://mlp", "generate")
     with pytest.raises(ValueError, match=r"model\.task is embed but builtin://llama"):
         wants_generation("builtin://llama", "embed")
+
+
+def test_on_a_gpu_the_drafts_cache_comes_out_of_the_same_budget() -> None:
+    import torch
+
+    from infleet_worker.generate.config import EngineOptions
+    from infleet_worker.generate.draft import first_layers
+    from infleet_worker.generate.engine_spec import share_kv_with_draft
+
+    core = build_core(config({}, layers="4"))
+    draft = first_layers(core.model, 1)
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert share_kv_with_draft(1000, EngineOptions(), core.model, draft, gpu) == 800
+    assert share_kv_with_draft(1000, EngineOptions(), core.model, None, gpu) == 1000
+    assert share_kv_with_draft(1000, EngineOptions(), core.model, draft, cpu) == 1000
+    explicit = EngineOptions(kv_cache_blocks=1000)
+    assert share_kv_with_draft(1000, explicit, core.model, draft, gpu) == 1000

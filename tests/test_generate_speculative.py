@@ -160,3 +160,17 @@ def test_adaptive_length_idles_a_draft_that_never_agrees() -> None:
     assert [good.choose() for _ in range(16)] == [4] * 15 + [0]  # probes plain once
     worse = DraftLength(4, acceptance=0.5, plain_s=0.01, draft_s=0.003)
     assert worse.choose() == 1
+
+
+def test_a_draft_of_first_layers_shares_weights_not_caches() -> None:
+    core = core_for("builtin://llama", layers=2)
+    draft = first_layers(core.model, 1)
+    target_layer = core.model.model.layers[0]
+    draft_layer = draft.model.layers[0]
+    assert draft_layer.mlp is target_layer.mlp  # type: ignore[union-attr]
+    assert draft.lm_head.weight is core.model.lm_head.weight
+    assert len(core.model.model.layers) == 2 and core.model.config.num_layers == 2
+    spec = attach(core, 1)
+    assert draft_layer.self_attn is not target_layer.self_attn  # type: ignore[union-attr]
+    target_cache = core.model.attention_layers()[0].k_cache
+    assert spec.draft.attention_layers()[0].k_cache is not target_cache

@@ -67,23 +67,51 @@ def apply_engine_spec(opts: EngineOptions, cfg: WorkerConfig) -> EngineOptions:
 Loader = Callable[[str, dict[str, str], torch.dtype, torch.device], tuple[LlamaForCausalLM, Any]]
 
 
-def attach_speculative(
-    core: EngineCore, cfg: WorkerConfig, load: Loader, metrics: GenerateMetrics | None
-) -> None:
-    """engine.speculative: load the draft (or cut it from the target), hook it in."""
+def load_draft(
+    cfg: WorkerConfig, target: LlamaForCausalLM, load: Loader
+) -> LlamaForCausalLM | None:
+    """engine.speculative's draft: cut from the target (sharing its weights) or loaded."""
     spec = cfg.engine.speculative
     if spec is None:
-        return
+        return None
     if spec.target_layers is not None:
-        draft = first_layers(core.model, spec.target_layers)
-    else:
-        assert spec.source is not None  # the config's own rule
-        p = next(core.model.parameters())
-        draft, _ = load(spec.source, spec.parameters, p.dtype, p.device)
+        return first_layers(target, spec.target_layers)
+    assert spec.source is not None  # the config's own rule
+    p = next(target.parameters())
+    draft, _ = load(spec.source, spec.parameters, p.dtype, p.device)
+    return draft
+
+
+def share_kv_with_draft(
+    blocks: int,
+    opts: EngineOptions,
+    target: LlamaForCausalLM,
+    draft: LlamaForCausalLM | None,
+    device: torch.device,
+) -> int:
+    """On a GPU the draft's KV cache (same blocks, its own layers) comes out of the same
+    memory budget: the pool shrinks by target / (target + draft) bytes per block."""
+    if draft is None or opts.kv_cache_blocks or device.type != "cuda":
+        return blocks
+    t = target.config.num_layers * target.config.num_kv_heads * target.config.head_dim
+    d = draft.config.num_layers * draft.config.num_kv_heads * draft.config.head_dim
+    return max(1, blocks * t // (t + d))
+
+
+def attach_draft(
+    core: EngineCore,
+    draft: LlamaForCausalLM | None,
+    cfg: WorkerConfig,
+    metrics: GenerateMetrics | None,
+) -> None:
+    """Hook the draft into the engine core (speculative.py)."""
+    spec = cfg.engine.speculative
+    if draft is None or spec is None:
+        return
+    spec_metrics = None
+    if metrics is not None:
+        spec_metrics = SpecMetrics(*metrics.labels, metrics.registry)
     try:
-        spec_metrics = None
-        if metrics is not None:
-            spec_metrics = SpecMetrics(*metrics.labels, metrics.registry)
         core.speculative = SpeculativeDecoder(
             core, draft, spec.num_tokens, spec_metrics, adaptive=spec.adaptive
         )

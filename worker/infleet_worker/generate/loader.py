@@ -18,7 +18,12 @@ from infleet_worker.generate.config import (
     options_from_params,
 )
 from infleet_worker.generate.core import EngineCore
-from infleet_worker.generate.engine_spec import apply_engine_spec, attach_speculative
+from infleet_worker.generate.engine_spec import (
+    apply_engine_spec,
+    attach_draft,
+    load_draft,
+    share_kv_with_draft,
+)
 from infleet_worker.generate.llama import LlamaForCausalLM
 from infleet_worker.generate.metrics import GenerateMetrics
 from infleet_worker.generate.model_runner import kv_bytes_per_block
@@ -114,9 +119,12 @@ def build_core(cfg: WorkerConfig, metrics: GenerateMetrics | None = None) -> Eng
     dtype = DTYPES[cfg.engine.precision]
     model, tokenizer = load_model(cfg.model.source, cfg.model.parameters, dtype, device)
     opts = engine_options(cfg)
-    blocks = size_kv_cache(model, opts, dtype, device)
+    draft = load_draft(cfg, model, load_model)  # engine.speculative (engine_spec.py)
+    blocks = share_kv_with_draft(
+        size_kv_cache(model, opts, dtype, device), opts, model, draft, device
+    )
     core = EngineCore(model, tokenizer, opts, blocks, device, dtype, metrics)
-    attach_speculative(core, cfg, load_model, metrics)
+    attach_draft(core, draft, cfg, metrics)
     if device.type == "cuda" and opts.cuda_graphs:
         buckets = [b for b in effective_batch_buckets(cfg.engine, cfg.batching)]
         core.runner.capture_graphs(buckets, min(core.max_model_len, 4096))
