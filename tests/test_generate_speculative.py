@@ -4,6 +4,8 @@ stay consistent across rejections, prefix caching and preemption; metrics count.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from prometheus_client import CollectorRegistry
@@ -174,3 +176,36 @@ def test_a_draft_of_first_layers_shares_weights_not_caches() -> None:
     assert draft_layer.self_attn is not target_layer.self_attn  # type: ignore[union-attr]
     target_cache = core.model.attention_layers()[0].k_cache
     assert spec.draft.attention_layers()[0].k_cache is not target_cache
+
+
+def outputs(core: EngineCore, prompt: list[int], params: SamplingParams) -> list[Any]:
+    got: list[Any] = []
+    core.add_sequence(core.make_sequence(prompt, params), got.append)
+    while core.has_work:
+        core.step()
+    return got
+
+
+def test_logprobs_and_stop_ids_inside_an_accepted_run_match_plain_decoding() -> None:
+    """Tokens 2..k+1 of a step get the same logprobs as plain decoding would give them,
+    and a stop id in the middle of an accepted run ends the sequence right there."""
+    params = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True, logprobs=2)
+    plain = outputs(core_for("builtin://llama", layers=2), PROMPTS[0], params)
+    core = core_for("builtin://llama", layers=2)
+    spec = attach(core, 2, k=4)  # identical draft: every step accepts all 4
+    fast = outputs(core, PROMPTS[0], params)
+    assert [o.token_id for o in fast] == [o.token_id for o in plain]
+    for a, b in zip(fast, plain, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+        assert a.top_logprobs is not None and b.top_logprobs is not None
+        assert list(a.top_logprobs) == list(b.top_logprobs)
+    assert spec.stats.acceptance_rate == 1.0 and spec.stats.verify_steps == 4  # 1 + 5+5+5+4
+    stop = plain[7].token_id  # the 2nd of 5 tokens of the second speculative step
+    first = [o.token_id for o in plain].index(stop)
+    params = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True, stop_token_ids=(stop,))
+    core = core_for("builtin://llama", layers=2)
+    attach(core, 2, k=4)
+    stopped = outputs(core, PROMPTS[0], params)
+    assert [o.token_id for o in stopped] == [o.token_id for o in plain[: first + 1]]
+    assert stopped[-1].finish_reason == "stop"
+    assert core.blocks.num_free == core.blocks.num_blocks
