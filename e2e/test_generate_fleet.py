@@ -1,7 +1,9 @@
 """A generative fleet on the real control plane: an InferenceDeployment of the tiny
 builtin://llama (task generate, speculative decoding) becomes Ready, and the real
 ``openai`` client streams a chat completion through its pod (by pod IP from the
-EndpointSlices: nothing routes ClusterIPs here)."""
+EndpointSlices: nothing routes ClusterIPs here); scaled to zero in the middle of a
+long stream, the pod finishes it (the operator's grace period from maxTokens, the
+worker's drain)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from fleet.operator import GROUP, PLURAL, ROOT, VERSION, OperatorProcess, instal
 from kube_harness.testing import unique, wait_for
 
 pytestmark = pytest.mark.cluster
+
+LABEL = "infleet.dev/deployment"
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +49,12 @@ def ns(api: Any) -> Iterator[str]:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
+    # Wait for its pods to go (their drain takes preStop + drain seconds): a pod torn
+    # down by the node agent while the next test streams from another stalls that stream.
+    wait_for(
+        lambda: not core.list_namespaced_pod(name).items, timeout=60, interval=0.5,
+        what=f"pods of {name} gone",
+    )  # fmt: skip
 
 
 def ready(api: Any, ns: str, name: str) -> dict[str, Any] | None:
@@ -105,3 +115,50 @@ def test_llama_fleet_streams_a_chat_completion(
     ]
     assert verify and float(verify[0].rsplit(" ", 1)[1]) > 0  # the draft took part
     print(f"apply -> streamed: {time.monotonic() - t0:.1f}s")
+
+
+def test_scale_down_lets_a_running_stream_finish(
+    api: Any, operator: OperatorProcess, ns: str
+) -> None:
+    """spec.terminationGracePeriodSeconds 5 would cut a long answer; the operator raises
+    it from generation.maxTokens, so a pod scaled away mid-stream finishes the stream
+    (preStop, SIGTERM, the worker's drain, then its running sequence to the end)."""
+    doc = yaml.safe_load((ROOT / "manifests/examples/llama-generate.yaml").read_text())
+    spec = doc["spec"]
+    spec["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    spec["model"]["parameters"] = {"layers": "12", "hidden": "768"}  # ~15 ms a token on CPU
+    del spec["engine"]["speculative"]  # plain decoding: the draft would speed it up
+    spec["engine"]["generation"]["maxTokens"] = 1000
+    spec["terminationGracePeriodSeconds"] = 5
+    name = doc["metadata"]["name"]
+    co = client.CustomObjectsApi(api)
+    co.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, doc)
+    wait_for(lambda: ready(api, ns, name), timeout=90, interval=0.5, what=f"{name} Ready")
+    (ip,) = EndpointWatcher(api, ns, name).refresh()
+    oai = OpenAI(base_url=f"http://{ip}:8000/v1", api_key="none", max_retries=0, timeout=90)
+    stream = oai.completions.create(
+        model="llama",
+        prompt="Once",
+        max_tokens=900,
+        temperature=0,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    chunks = [next(stream)]
+    co.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": {"replicas": 0}})
+    t_scale = time.monotonic()
+    chunks.extend(stream)
+    lasted = time.monotonic() - t_scale
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason]
+    text = "".join(c.choices[0].text for c in chunks)
+    print(f"\nstream outlived the scale-down by {lasted:.1f}s, {len(text)} characters")
+    assert finish == ["length"]
+    # preStop (3 s) and the drain window (5 s) passed: the worker had its SIGTERM and
+    # kept generating (with the spec's 5 s grace it would have been killed by now).
+    assert lasted > 9, "the answer was too quick to prove anything: use a slower model"
+
+    def gone() -> bool:
+        pods = client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=f"{LABEL}={name}")
+        return not pods.items
+
+    wait_for(gone, timeout=30, interval=0.5, what="the scaled-down pod gone")
