@@ -7,7 +7,8 @@ attention and MLP output projections scaled by ``--damp``), so a draft made of i
 first layers (draft.first_layers: same embedding, norm and head) agrees often; the
 disagreeing draft is an unrelated random model of one layer. Greedy decoding by
 default, so every configuration must produce the same tokens (checked);
-``--temperature`` > 0 samples (seeded) through rejection sampling instead. Closed loop: ``--batch``
+``--temperature`` > 0 samples (unseeded: seeded requests never speculate) through
+rejection sampling instead. Closed loop: ``--batch``
 sequences decode together, ``--tokens`` each; every run is repeated ``--rounds``
 times interleaved with the others, and its best counts.
 
@@ -66,7 +67,7 @@ def unrelated_draft(core: EngineCore) -> LlamaForCausalLM:
 
 def run(core: EngineCore, a: argparse.Namespace) -> tuple[float, list[list[int]]]:
     prompts = [[1 + (i * 37 + j * 11) % 250 for j in range(32)] for i in range(a.batch)]
-    params = SamplingParams(max_tokens=a.tokens, temperature=a.temperature, seed=1, ignore_eos=True)
+    params = SamplingParams(max_tokens=a.tokens, temperature=a.temperature, ignore_eos=True)
     outs: list[list[int]] = [[] for _ in prompts]
     for i, p in enumerate(prompts):
         core.add_sequence(core.make_sequence(p, params), lambda o, i=i: outs[i].append(o.token_id))
@@ -91,7 +92,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
-        "--temperature", type=float, default=0.0, help="> 0: seeded sampling (rejection)"
+        "--temperature", type=float, default=0.0, help="> 0: unseeded sampling (rejection sampling)"
     )
     a = ap.parse_args()
     core = make_core(a)

@@ -3,8 +3,8 @@ whole token stream stored in the shared Redis under an exact key, replayed as a
 stream (one output per token, as the engine gave them) on a hit.
 
 Only deterministic requests are cached: greedy, or sampled with a ``seed``. The key
-is a SHA-256 of the model name and version, the engine settings that change tokens
-(precision; the draft of speculative decoding, which changes seeded samples), the
+is a SHA-256 of the model name and version, the engine settings that may change
+tokens (precision, the draft of speculative decoding), the
 prompt token ids and every sampling parameter that shapes the output (not priority
 or timeout). Only streams that finished (``stop`` or ``length``) are stored. Redis
 failures are misses (the store's circuit breaker; fail open), counted in the cache's

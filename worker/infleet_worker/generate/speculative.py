@@ -116,9 +116,12 @@ class SpeculativeDecoder:
 
     def plan(self, seq: Sequence) -> int:
         """Draft tokens for seq this step: k, less near max_tokens, the context or a full
-        KV pool; the blocks for its k + 1 positions allocated."""
+        KV pool, 0 for seeded sampling (whose tokens must not depend on the adaptive k);
+        the blocks for its k + 1 positions allocated."""
         core, blocks = self.core, self.core.blocks
         k = min(self.k, seq.max_tokens - seq.num_output_tokens - 1)
+        if seq.params.seed is not None and not seq.params.greedy:
+            k = 0  # seeded: one draw per token, the same tokens as without a draft
         k = max(0, min(k, core.max_model_len - seq.num_tokens))
         while k > 0 and not blocks.can_append(seq, k + 1):
             k -= 1
