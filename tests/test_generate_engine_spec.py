@@ -5,6 +5,7 @@ checked against the source."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,3 +107,26 @@ def test_on_a_gpu_the_drafts_cache_comes_out_of_the_same_budget() -> None:
     assert share_kv_with_draft(1000, EngineOptions(), core.model, draft, cpu) == 1000
     explicit = EngineOptions(kv_cache_blocks=1000)
     assert share_kv_with_draft(1000, explicit, core.model, draft, gpu) == 1000
+
+
+def test_a_file_checkpoint_draft_for_a_checkpoint_target(tmp_path: Path) -> None:
+    """Target and draft both saved by transformers (same vocabulary, the draft smaller):
+    greedy output equals the target's alone."""
+    from generate_fixtures import save_tiny_checkpoint
+
+    save_tiny_checkpoint(tmp_path / "target", seed=0)
+    save_tiny_checkpoint(tmp_path / "draft", seed=1, num_hidden_layers=1)
+
+    def core_with(engine: dict[str, Any]) -> Any:
+        cfg = WorkerConfig.model_validate(
+            {
+                "model": {"name": "t", "source": f"file://{tmp_path / 'target'}"},
+                "engine": {"device": "cpu", "warmup": False, **engine},
+            }
+        )
+        return build_core(cfg)
+
+    plain = drive(core_with({}), [[5, 6, 7], [9] * 20], greedy(20))
+    core = core_with({"speculative": {"source": f"file://{tmp_path / 'draft'}"}})
+    assert core.speculative is not None and core.speculative.draft.config.num_layers == 1
+    assert drive(core, [[5, 6, 7], [9] * 20], greedy(20)) == plain
