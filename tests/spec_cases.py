@@ -148,3 +148,63 @@ VALID_CASES: list[SpecCase] = [
                                        "domain": {"min": 0, "max": 99}}]}}),
     C("dotted-name", {}, name="enc.v2"),
 ]  # fmt: skip
+
+# Generation (issue 19): task, engine.kvCache / speculative / generation and their
+# cross-field rules.
+LLAMA = {"model": {"name": "llama", "source": "builtin://llama"}}
+INVALID_CASES += [
+    C("task-enum", {"model": {"task": "translate"}}, "spec.model.task",
+      'Unsupported value: "translate"'),
+    C("speculative-not-generative", {"engine": {"speculative": {"targetLayers": 1}}},
+      "spec.engine.speculative", "engine.speculative applies to generative models only"),
+    C("kvcache-on-embed-task", {**LLAMA, "engine": {"kvCache": {"blockSize": 32}},
+                                "model": {**LLAMA["model"], "task": "embed"}},
+      "spec.engine.kvCache", "engine.kvCache applies to generative models only"),
+    C("generation-on-mlp", {"engine": {"generation": {"maxTokens": 10}}},
+      "spec.engine.generation", "engine.generation applies to generative models only"),
+    C("speculative-two-drafts", {**LLAMA, "engine": {"speculative": {
+        "targetLayers": 1, "source": "builtin://llama"}}},
+      "spec.engine.speculative.source",
+      "set exactly one of speculative.source and speculative.targetLayers"),
+    C("speculative-no-draft", {**LLAMA, "engine": {"speculative": {"numTokens": 4}}},
+      "spec.engine.speculative.source",
+      "set exactly one of speculative.source and speculative.targetLayers"),
+    C("speculative-too-many-tokens", {**LLAMA, "engine": {"speculative": {
+        "targetLayers": 1, "numTokens": 17}}},
+      "spec.engine.speculative.numTokens", "should be less than or equal to 16"),
+    C("speculative-zero-tokens", {**LLAMA, "engine": {"speculative": {
+        "targetLayers": 1, "numTokens": 0}}},
+      "spec.engine.speculative.numTokens", "should be greater than or equal to 1"),
+    C("speculative-bad-source", {**LLAMA, "engine": {"speculative": {
+        "source": "builtin://mlp"}}},
+      "spec.engine.speculative.source", "must be builtin://llama or file:///PATH"),
+    C("speculative-params-without-source", {**LLAMA, "engine": {"speculative": {
+        "targetLayers": 1, "parameters": {"layers": "1"}}}},
+      "spec.engine.speculative.parameters",
+      "speculative.parameters apply to a speculative.source draft only"),
+    C("kvcache-memory-fraction", {**LLAMA, "engine": {"kvCache": {"memoryFraction": 1.5}}},
+      "spec.engine.kvCache.memoryFraction", "should be less than or equal to 1"),
+    C("kvcache-block-size", {**LLAMA, "engine": {"kvCache": {"blockSize": 0}}},
+      "spec.engine.kvCache.blockSize", "should be greater than or equal to 1"),
+    C("generation-max-tokens-beyond-context", {**LLAMA, "engine": {"generation": {
+        "maxContextTokens": 256, "maxTokens": 256}}},
+      "spec.engine.generation.maxTokens",
+      "generation.maxTokens must be < generation.maxContextTokens"),
+    C("generation-zero-running", {**LLAMA, "engine": {"generation": {
+        "maxRunningSequences": 0}}},
+      "spec.engine.generation.maxRunningSequences", "should be greater than or equal to 1"),
+]  # fmt: skip
+VALID_CASES += [
+    C("llama-inferred-generate", {**LLAMA, "engine": {
+        "kvCache": {"blockSize": 16, "memoryFraction": 0.5, "prefixCaching": False},
+        "speculative": {"targetLayers": 1, "numTokens": 4},
+        "generation": {"maxContextTokens": 512, "maxTokens": 128,
+                       "maxRunningSequences": 8}}}),
+    C("file-task-generate-draft", {"model": {"name": "m", "source": "file:///models/llama",
+                                             "task": "generate"},
+                                   "engine": {"speculative": {"source": "file:///models/draft",
+                                                              "numTokens": 16}}}),
+    C("builtin-draft-with-sizes", {**LLAMA, "engine": {"speculative": {
+        "source": "builtin://llama", "parameters": {"layers": "1"}, "adaptive": False}}}),
+    C("mlp-task-classify", {"model": {"task": "classify"}}),
+]  # fmt: skip

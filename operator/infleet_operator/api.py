@@ -24,6 +24,7 @@ from pydantic import (
 
 from infleet_worker.config import (
     ENGINE_VS_BATCHING_CEL,
+    GENERATION_CEL,
     BatchingSpec,
     CacheSpec,
     Device,
@@ -33,6 +34,7 @@ from infleet_worker.config import (
     Spec,
     cel,
     check_engine_vs_batching,
+    check_generation,
     gpus_per_pod,
 )
 
@@ -279,7 +281,12 @@ class AutoscalingSpec(Spec):
 class InferenceDeploymentSpec(Spec):
     """What the user wants: a model served by a fleet of workers."""
 
-    model_config = cel(*ENGINE_VS_BATCHING_CEL, *_gpu_rules("limits"), *_gpu_rules("requests"))
+    model_config = cel(
+        *ENGINE_VS_BATCHING_CEL,
+        *GENERATION_CEL,
+        *_gpu_rules("limits"),
+        *_gpu_rules("requests"),
+    )
 
     model: ModelSpec
     engine: EngineSpec = Field(default_factory=EngineSpec)
@@ -349,6 +356,7 @@ class InferenceDeploymentSpec(Spec):
     @model_validator(mode="after")
     def _cross_field(self) -> InferenceDeploymentSpec:
         check_engine_vs_batching(self.engine, self.batching)
+        check_generation(self.model, self.engine)
         check_gpu_resources(self)
         mounted = {m.get("name") for m in self.volume_mounts}
         declared = {v.get("name") for v in self.volumes}

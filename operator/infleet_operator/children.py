@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from infleet_operator import api, naming
+from infleet_operator import api, generation, naming
 from infleet_worker.config import REDIS_URL_ENV, ServerSpec, WorkerConfig
 
 Obj = dict[str, Any]
@@ -63,8 +63,13 @@ def _meta(body: Obj, name: str) -> Obj:
     }
 
 
+def grace_seconds(spec: api.InferenceDeploymentSpec) -> int:
+    """The spec's, or longer for a generative fleet (generation.py)."""
+    return generation.grace_seconds(spec, PRESTOP_SLEEP_SECONDS, DRAIN_SECONDS)
+
+
 def server_spec(spec: api.InferenceDeploymentSpec) -> ServerSpec:
-    grace = spec.termination_grace_period_seconds
+    grace = grace_seconds(spec)
     prestop = prestop_seconds(spec)
     # Leave at least a couple of seconds of the grace period for in-flight work.
     drain = max(0.0, min(DRAIN_SECONDS, (grace - prestop - 2) / 2))
@@ -72,7 +77,7 @@ def server_spec(spec: api.InferenceDeploymentSpec) -> ServerSpec:
 
 
 def prestop_seconds(spec: api.InferenceDeploymentSpec) -> int:
-    return min(PRESTOP_SLEEP_SECONDS, spec.termination_grace_period_seconds // 4)
+    return min(PRESTOP_SLEEP_SECONDS, grace_seconds(spec) // 4)
 
 
 def worker_config(spec: api.InferenceDeploymentSpec) -> WorkerConfig:
@@ -178,6 +183,8 @@ def _container(spec: api.InferenceDeploymentSpec, server: ServerSpec) -> Obj:
         # A model that fails to load exits; its last log lines become the status message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    for probe, fields in generation.probe_overrides(spec).items():
+        c[probe].update(fields)  # a long prefill must not fail liveness
     resources = _resources(spec)
     if resources:
         c["resources"] = resources
@@ -194,7 +201,7 @@ def _pod_spec(body: Obj, spec: api.InferenceDeploymentSpec, server: ServerSpec) 
             {"name": "infleet-config", "configMap": {"name": naming.config_map_name(name)}},
             *spec.volumes,
         ],
-        "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
+        "terminationGracePeriodSeconds": grace_seconds(spec),
         # The worker knows nothing of Kubernetes: no API token, no service env vars.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,

@@ -176,9 +176,15 @@ def _camelize(doc: dict[str, Any]) -> None:
 
 async def run(cfg: WorkerConfig) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
-    from infleet_worker.generate import is_generative
+    from infleet_worker.generate import wants_generation
 
-    if is_generative(cfg.model.source):
+    task = cfg.model.task.value if cfg.model.task is not None else None
+    try:
+        generate = wants_generation(cfg.model.source, task)
+    except ValueError as e:
+        log.error("invalid configuration: %s", e, extra={"event": "config_invalid"})
+        return 1
+    if generate:
         from infleet_worker.generate.server import run_generate_worker
 
         return await run_generate_worker(cfg)

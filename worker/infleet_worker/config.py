@@ -178,6 +178,20 @@ class TensorSpec(Spec):
         return self
 
 
+class ModelTask(StrEnum):
+    """What a model does: embed and classify run the single-pass worker (one forward
+    per request, dynamic batching); generate runs the generation engine."""
+
+    EMBED = "embed"
+    CLASSIFY = "classify"
+    GENERATE = "generate"
+
+
+# Sources that may hold a generative model: builtin://llama, and a file:// directory
+# (a Hugging Face *ForCausalLM checkpoint; the worker reads its config.json).
+GENERATIVE_BUILTINS = ("builtin://llama",)
+
+
 class ModelSpec(Spec):
     """Which model a worker serves, and where it comes from."""
 
@@ -211,6 +225,20 @@ class ModelSpec(Spec):
     outputs: list[TensorSpec] | None = Field(
         default=None, max_length=64, description="Optional signature override."
     )
+    task: ModelTask | None = Field(
+        default=None,
+        description="embed, classify or generate. Left out: generate for builtin://llama "
+        "and for a file:// directory whose config.json names a *ForCausalLM architecture, "
+        "embed otherwise.",
+    )
+
+    @property
+    def may_generate(self) -> bool:
+        """What the API can tell without reading files: task generate, or no task and a
+        source that may hold a generative model (the CEL rules say the same)."""
+        if self.task is not None:
+            return self.task == ModelTask.GENERATE
+        return self.source in GENERATIVE_BUILTINS or self.source.startswith("file://")
 
     @field_validator("name")
     @classmethod
@@ -246,6 +274,145 @@ class Precision(StrEnum):
     INT8 = "int8"  # W8A8: int8 weights and dynamic per-token int8 activations
     INT8_WEIGHT_ONLY = "int8-weight-only"  # int8 weights, bf16 activations
     FP8 = "fp8"  # e4m3 weights and activations; GPUs of compute capability >= 8.9
+
+
+class KvCacheSpec(Spec):
+    """The generation engine's paged KV cache (docs/generation.md)."""
+
+    block_size: int = Field(default=16, ge=1, le=256, description="Tokens per KV block.")
+    memory_fraction: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Share of the device memory left after the weights (GPU; on CPU of a "
+        "quarter of physical memory) given to the KV cache.",
+    )
+    prefix_caching: bool = Field(
+        default=True, description="Share full blocks of equal prefixes across sequences."
+    )
+    blocks: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Pool size in blocks (else from memory)."
+    )
+
+
+class SpeculativeSpec(Spec):
+    """Speculative decoding: a draft proposes numTokens tokens, the target verifies them
+    in one step. Greedy output is unchanged; sampled output keeps the target's
+    distribution."""
+
+    model_config = cel(
+        {
+            "rule": "has(self.source) != has(self.targetLayers)",
+            "message": "set exactly one of speculative.source and speculative.targetLayers",
+            "fieldPath": ".source",
+        },
+        {
+            "rule": "!has(self.parameters) || size(self.parameters) == 0 || has(self.source)",
+            "message": "speculative.parameters apply to a speculative.source draft only",
+            "fieldPath": ".parameters",
+        },
+    )
+
+    source: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="The draft model: builtin://llama (sizes in parameters) or a file:// "
+        "checkpoint, with the target's tokenizer.",
+        json_schema_extra=matches_rule(
+            r"^(builtin://llama|file:///[^\s]+)$", "must be builtin://llama or file:///PATH"
+        ),
+    )
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="builtin://llama draft sizes (layers, seed, ...)."
+    )
+    target_layers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Instead of a source: a draft made of the target's first N layers (with "
+        "its embedding, final norm and head).",
+    )
+    num_tokens: int = Field(
+        default=4, ge=1, le=16, description="Draft tokens per step, at most (k)."
+    )
+    adaptive: bool = Field(
+        default=True,
+        description="Pick k in 0..numTokens per step from the measured acceptance rate and "
+        "timings (a draft that rarely agrees then idles); false keeps k = numTokens.",
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_rule(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"builtin://llama|file:///\S+", value):
+            raise ValueError("must be builtin://llama or file:///PATH")
+        return value
+
+    @model_validator(mode="after")
+    def _one_draft(self) -> SpeculativeSpec:
+        if (self.source is None) == (self.target_layers is None):
+            raise FieldError(
+                "source", "set exactly one of speculative.source and speculative.targetLayers"
+            )
+        if self.parameters and self.source is None:
+            raise FieldError(
+                "parameters", "speculative.parameters apply to a speculative.source draft only"
+            )
+        return self
+
+
+class GenerationSpec(Spec):
+    """Limits of the generation engine."""
+
+    model_config = cel(
+        {
+            "rule": "!has(self.maxTokens) || !has(self.maxContextTokens) || "
+            "self.maxTokens < self.maxContextTokens",
+            "message": "generation.maxTokens must be < generation.maxContextTokens",
+            "fieldPath": ".maxTokens",
+        }
+    )
+
+    max_context_tokens: int | None = Field(
+        default=None,
+        ge=2,
+        le=1_048_576,
+        description="Context served (prompt + output), at most the model's; default the model's.",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_048_576,
+        description="Most tokens one request may generate (a larger max_tokens is clipped); "
+        "default what the context leaves. The operator sizes the pods' "
+        "terminationGracePeriodSeconds from it.",
+    )
+    max_running_sequences: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="Sequences decoded together; default batching.maxBatchSize.",
+    )
+    max_batched_tokens: int = Field(
+        default=512, ge=1, le=1_048_576, description="Token budget of one engine step."
+    )
+    seconds_per_token: float = Field(
+        default=0.05,
+        gt=0,
+        le=10,
+        description="Inter-token latency budget used to size terminationGracePeriodSeconds "
+        "(maxTokens x this + drain): a draining worker finishes its running sequences.",
+    )
+
+    @model_validator(mode="after")
+    def _max_tokens(self) -> GenerationSpec:
+        ctx, out = self.max_context_tokens, self.max_tokens
+        if ctx is not None and out is not None and out >= ctx:
+            raise FieldError(
+                "maxTokens",
+                f"generation.maxTokens must be < generation.maxContextTokens ({out} >= {ctx})",
+            )
+        return self
 
 
 class EngineSpec(Spec):
@@ -301,6 +468,15 @@ class EngineSpec(Spec):
         "batching.maxBatchSize.",
     )
     warmup: bool = Field(default=True, description="Run every bucket once before Ready.")
+    kv_cache: KvCacheSpec | None = Field(
+        default=None, description="Generation only: the paged KV cache."
+    )
+    speculative: SpeculativeSpec | None = Field(
+        default=None, description="Generation only: speculative decoding with a draft model."
+    )
+    generation: GenerationSpec | None = Field(
+        default=None, description="Generation only: context, output and batch limits."
+    )
 
     @model_validator(mode="after")
     def _buckets_ascending(self) -> EngineSpec:
@@ -491,6 +667,7 @@ class WorkerConfig(Spec):
     @model_validator(mode="after")
     def _cross_field(self) -> WorkerConfig:
         check_engine_vs_batching(self.engine, self.batching)
+        check_generation(self.model, self.engine)
         return self
 
     @classmethod
@@ -532,6 +709,43 @@ ENGINE_VS_BATCHING_CEL: list[CelRule] = [
         "message": "engine.batchBuckets must not exceed batching.maxBatchSize",
         "fieldPath": ".engine.batchBuckets",
     },
+]
+
+
+GENERATION_SECTIONS = ("kvCache", "speculative", "generation")
+
+
+def check_generation(model: ModelSpec, engine: EngineSpec) -> None:
+    """engine.kvCache / speculative / generation only for a model that generates (also
+    CEL on the CRD spec: GENERATION_CEL)."""
+    for section in GENERATION_SECTIONS:
+        attr = to_snake(section)
+        if getattr(engine, attr) is not None and not model.may_generate:
+            raise FieldError(f"engine.{section}", _generation_only(section))
+
+
+def to_snake(camel: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel)
+
+
+def _generation_only(section: str) -> str:
+    return (
+        f"engine.{section} applies to generative models only: set model.task to generate "
+        "(or use builtin://llama or a file:// checkpoint)"
+    )
+
+
+_MAY_GENERATE_CEL = (
+    "(has(self.model.task) ? self.model.task == 'generate' : "
+    "(self.model.source == 'builtin://llama' || self.model.source.startsWith('file://')))"
+)
+GENERATION_CEL: list[CelRule] = [
+    {
+        "rule": f"!has(self.engine.{section}) || {_MAY_GENERATE_CEL}",
+        "message": _generation_only(section),
+        "fieldPath": f".engine.{section}",
+    }
+    for section in GENERATION_SECTIONS
 ]
 
 

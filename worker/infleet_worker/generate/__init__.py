@@ -28,3 +28,17 @@ def is_generative(source: str) -> bool:
     return isinstance(archs, list) and any(
         isinstance(a, str) and a.endswith("ForCausalLM") for a in archs
     )
+
+
+def wants_generation(source: str, task: str | None) -> bool:
+    """Whether the worker runs the generation engine: ``model.task`` when set (it must
+    agree with the source), else inferred from the source."""
+    generative = is_generative(source)
+    if task is None or (task == "generate") == generative:
+        return generative
+    if task == "generate":
+        raise ValueError(
+            f"model.task is generate but {source} is not a generative model "
+            "(builtin://llama, or a file:// checkpoint whose config.json names a *ForCausalLM)"
+        )
+    raise ValueError(f"model.task is {task} but {source} is a generative model: use generate")

@@ -90,6 +90,7 @@ class EngineOptions:
     max_waiting: int = 1024
     default_priority: int = 1
     default_timeout_s: float = 30.0  # queue timeout before the first step; 0 = none
+    max_tokens: int = 0  # most tokens a request may generate; 0 = what the context leaves
 
 
 ENGINE_PARAMS = {

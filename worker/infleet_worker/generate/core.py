@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -35,6 +36,14 @@ class Request:
     detok: Detokenizer
     sink: Sink
     last_token_at: float | None = None
+
+
+class Speculator(Protocol):
+    """A draft model's step (speculative.py): a decodes-only step, or following one."""
+
+    def applies(self, batch: ScheduledBatch) -> bool: ...
+    def step(self, batch: ScheduledBatch) -> int: ...
+    def follow(self, batch: ScheduledBatch) -> None: ...
 
 
 class EngineCore:
@@ -64,6 +73,7 @@ class EngineCore:
         self.runner = ModelRunner(model, num_blocks, opts.block_size, device, dtype)
         self.eos_ids = set(cfg.eos_token_ids) | set(tokenizer.eos_ids)
         self.requests: dict[int, Request] = {}
+        self.speculative: Speculator | None = None  # speculative.py attaches itself
         self.metrics = metrics
         if metrics is not None:
             metrics.bind(
@@ -94,6 +104,7 @@ class EngineCore:
             deadline=time.monotonic() + timeout if timeout > 0 else None,
         )
         seq.max_tokens = min(params.max_tokens, self.max_model_len - len(prompt_ids))
+        seq.max_tokens = min(seq.max_tokens, o.max_tokens or seq.max_tokens)
         return seq
 
     def add_sequence(self, seq: Sequence, sink: Sink) -> None:
@@ -126,7 +137,11 @@ class EngineCore:
             return 0
         if self.metrics is not None:
             self.metrics.observe_step(len(batch.seqs))
+        if self.speculative is not None and self.speculative.applies(batch):
+            return self.speculative.step(batch)
         logits, sampling = self.runner.run_model(batch)
+        if self.speculative is not None:
+            self.speculative.follow(batch)
         choices = []
         if logits is not None:
             choices = sample(logits, [s.params for s in sampling], [s.generator for s in sampling])
@@ -144,21 +159,33 @@ class EngineCore:
             seq.num_computed_tokens += n
             self.blocks.cache_full_blocks(seq)
         for seq, (token, logprob, top) in zip(sampling, choices, strict=True):
-            req = self.requests[seq.seq_id]
-            seq.token_ids.append(token)
-            self.record_token(req, now)
-            stop_token = not seq.params.ignore_eos and token in self.eos_ids
-            stop_token = stop_token or token in seq.params.stop_token_ids
-            ids = seq.output_ids[:-1] if stop_token else seq.output_ids
-            text, stopped = req.detok.update(ids)
-            reason = "stop" if stop_token or stopped else None
-            if reason is None and seq.num_output_tokens >= seq.max_tokens:
-                reason = "length"
-            if reason is not None:
-                text += req.detok.flush()
-            req.sink(TokenOutput(token, text, logprob, top, finish_reason=reason))
-            if reason is not None:
-                self.finish(req, reason)
+            self.emit(self.requests[seq.seq_id], token, logprob, top, now)
+
+    def emit(
+        self,
+        req: Request,
+        token: int,
+        logprob: float | None = None,
+        top: dict[int, float] | None = None,
+        now: float | None = None,
+    ) -> bool:
+        """Append one sampled token to req's sequence and stream it; True if it finished."""
+        seq = req.seq
+        seq.token_ids.append(token)
+        self.record_token(req, time.monotonic() if now is None else now)
+        stop_token = not seq.params.ignore_eos and token in self.eos_ids
+        stop_token = stop_token or token in seq.params.stop_token_ids
+        ids = seq.output_ids[:-1] if stop_token else seq.output_ids
+        text, stopped = req.detok.update(ids)
+        reason = "stop" if stop_token or stopped else None
+        if reason is None and seq.num_output_tokens >= seq.max_tokens:
+            reason = "length"
+        if reason is not None:
+            text += req.detok.flush()
+        req.sink(TokenOutput(token, text, logprob, top, finish_reason=reason))
+        if reason is not None:
+            self.finish(req, reason)
+        return reason is not None
 
     def record_token(self, req: Request, now: float) -> None:
         m = self.metrics

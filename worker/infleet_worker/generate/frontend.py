@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from prometheus_client import Gauge
 
 from infleet_worker.generate.engine import EngineDead, GenerateEngine, QueueFull
+from infleet_worker.generate.output_cache import GenerationCache
 from infleet_worker.generate.params import BadRequest, check_prompt
 from infleet_worker.generate.sequence import SamplingParams, TokenOutput
 from infleet_worker.generate.tokenizer import Tokenizer
@@ -50,6 +51,7 @@ class Frontend:
         self.version = version
         self.metrics = metrics
         self.ready_gauge = ready_gauge
+        self.cache: GenerationCache | None = None  # cache.mode output (output_cache.py)
         self.priority_levels = priority_levels
         self.default_max_tokens = default_max_tokens
         self.ready = False
@@ -117,7 +119,17 @@ class Frontend:
     async def stream(
         self, ids: list[int], params: SamplingParams, outcome: Outcome
     ) -> AsyncGenerator[TokenOutput, None]:
-        """The engine's outputs; errors before the first token raise (-> a status)."""
+        """The engine's outputs (or the output cache's replay of them); errors before the
+        first token raise (-> a status)."""
+        computed = self.generate(ids, params, outcome)
+        source = computed if self.cache is None else self.cache.stream(ids, params, computed)
+        async with contextlib.aclosing(source):
+            async for out in source:
+                yield out
+
+    async def generate(
+        self, ids: list[int], params: SamplingParams, outcome: Outcome
+    ) -> AsyncGenerator[TokenOutput, None]:
         try:
             gen = self.engine.generate(ids, params)
             async with contextlib.aclosing(gen):

@@ -18,6 +18,12 @@ from infleet_worker.generate.config import (
     options_from_params,
 )
 from infleet_worker.generate.core import EngineCore
+from infleet_worker.generate.engine_spec import (
+    apply_engine_spec,
+    attach_draft,
+    load_draft,
+    share_kv_with_draft,
+)
 from infleet_worker.generate.llama import LlamaForCausalLM
 from infleet_worker.generate.metrics import GenerateMetrics
 from infleet_worker.generate.model_runner import kv_bytes_per_block
@@ -38,7 +44,7 @@ CPU_KV_SHARE = 0.25  # of physical memory, times kvCacheFraction
 
 def engine_options(cfg: WorkerConfig) -> EngineOptions:
     b = cfg.batching
-    return options_from_params(
+    opts = options_from_params(
         cfg.model.parameters,
         max_num_seqs=b.max_batch_size,
         max_waiting=b.max_queue_size,
@@ -46,6 +52,7 @@ def engine_options(cfg: WorkerConfig) -> EngineOptions:
         default_timeout_s=b.default_timeout_microseconds / 1e6,
         cuda_graphs=cfg.engine.cuda_graphs,
     )
+    return apply_engine_spec(opts, cfg)  # engine.kvCache / engine.generation win
 
 
 def load_model(
@@ -112,8 +119,12 @@ def build_core(cfg: WorkerConfig, metrics: GenerateMetrics | None = None) -> Eng
     dtype = DTYPES[cfg.engine.precision]
     model, tokenizer = load_model(cfg.model.source, cfg.model.parameters, dtype, device)
     opts = engine_options(cfg)
-    blocks = size_kv_cache(model, opts, dtype, device)
+    draft = load_draft(cfg, model, load_model)  # engine.speculative (engine_spec.py)
+    blocks = share_kv_with_draft(
+        size_kv_cache(model, opts, dtype, device), opts, model, draft, device
+    )
     core = EngineCore(model, tokenizer, opts, blocks, device, dtype, metrics)
+    attach_draft(core, draft, cfg, metrics)
     if device.type == "cuda" and opts.cuda_graphs:
         buckets = [b for b in effective_batch_buckets(cfg.engine, cfg.batching)]
         core.runner.capture_graphs(buckets, min(core.max_model_len, 4096))

@@ -27,6 +27,7 @@ class GenerateMetrics:
         batch: BatchMetrics | None = None,
     ) -> None:
         self.batch = batch  # the worker's common batch series: one batch = one step
+        self.registry, self.labels = registry, (model, version)  # speculative series too
         names = ("model", "version")
         lv = (model, version)
         r = registry

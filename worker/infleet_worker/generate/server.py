@@ -30,6 +30,7 @@ from infleet_worker.generate.grpc_stream import build_grpc
 from infleet_worker.generate.http import build_app
 from infleet_worker.generate.loader import build_core
 from infleet_worker.generate.metrics import GenerateMetrics
+from infleet_worker.generate.output_cache import build_generation_cache
 from infleet_worker.logs import event
 from infleet_worker.metrics import BatchMetrics, RequestMetrics, ready_gauge
 
@@ -67,6 +68,7 @@ class GenerateServer:
             ready_gauge(m.name, m.version, self.registry),
             priority_levels=cfg.batching.priority_levels,
         )
+        self.frontend.cache = build_generation_cache(cfg, self.registry)
         s = cfg.server
         metrics_app = web.Application()
         metrics_app.router.add_get("/metrics", self._metrics)
@@ -132,6 +134,8 @@ class GenerateServer:
         if self.engine is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.engine.stop)
             self.engine = None
+        if self.frontend is not None and self.frontend.cache is not None:
+            await self.frontend.cache.close()
         event(log, "shutdown", "shut down")
 
 
