@@ -200,11 +200,11 @@ def test_sigterm_under_load_drains_every_accepted_request(tmp_path: Path) -> Non
             ]
             time.sleep(0.3)
             w.proc.send_signal(signal.SIGTERM)
-            outcomes = []
+            outcomes: list[np.ndarray | Exception] = []
             for f in futures:
                 try:
                     outcomes.append(f.result(60))
-                except InferenceServerException as e:
+                except Exception as e:  # 503, or a connection the closing server refused
                     outcomes.append(e)
         assert w.proc.wait(60) == 0, w.log()
         served = 0
@@ -212,8 +212,10 @@ def test_sigterm_under_load_drains_every_accepted_request(tmp_path: Path) -> Non
             if isinstance(out, np.ndarray):
                 np.testing.assert_allclose(out, _reference(x), rtol=1e-5, atol=1e-6)
                 served += 1
-            else:  # refused after the drain window: 503, never a lost answer
+            elif isinstance(out, InferenceServerException):  # refused after the drain
                 assert out.status() in ("503", "StatusCode.UNAVAILABLE"), out
+            else:  # a new connection raced the listener's close: never accepted
+                assert "connection" in f"{type(out).__name__} {out}".lower(), repr(out)
         assert served > 0
     finally:
         w.stop()
