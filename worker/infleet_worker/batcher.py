@@ -84,15 +84,10 @@ class DynamicBatcher:
         self.queue = BatchQueue(max_batch_size, priority_levels)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._busy = False
 
     @property
     def queue_depth(self) -> int:
         return self.queue.count
-
-    @property
-    def busy(self) -> bool:
-        return self._busy or self.queue.count > 0
 
     def start(self) -> None:
         if self._task is None:
@@ -151,7 +146,6 @@ class DynamicBatcher:
             batch = self.queue.take(head, time.perf_counter_ns())
             if not batch:
                 continue
-            self._busy = True
             try:
                 outcome = await loop.run_in_executor(self.executor, self._execute, batch)
             except asyncio.CancelledError:
@@ -165,8 +159,6 @@ class DynamicBatcher:
                 if self.on_fatal is not None:
                     self.on_fatal(str(e))
                 continue
-            finally:
-                self._busy = False
             deliver(batch, outcome)
             if self.on_batch is not None:
                 self.on_batch(outcome)

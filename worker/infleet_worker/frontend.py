@@ -75,13 +75,18 @@ def internal_app(registry: CollectorRegistry, service: InferenceService) -> web.
     return app
 
 
-async def unix_get_json(path: str, url: str) -> Any:
+async def unix_get(path: str, url: str) -> bytes:
+    """GET ``url`` from the HTTP server on the Unix socket ``path`` (a pod's internals)."""
     async with (
         aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as session,
         session.get(f"http://local{url}", timeout=aiohttp.ClientTimeout(total=10)) as resp,
     ):
         resp.raise_for_status()
-        return json.loads(await resp.read())
+        return await resp.read()
+
+
+async def unix_get_json(path: str, url: str) -> Any:
+    return json.loads(await unix_get(path, url))
 
 
 async def _stop_requested() -> None:

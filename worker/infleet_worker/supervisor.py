@@ -41,7 +41,7 @@ from infleet_worker.core import wire
 from infleet_worker.core.merge import merge_metrics, merge_stats
 from infleet_worker.core.state import MAX_FRONT_ENDS, SharedState
 from infleet_worker.cpus import front_end_count
-from infleet_worker.frontend import unix_get_json
+from infleet_worker.frontend import unix_get, unix_get_json
 from infleet_worker.gpu_metrics import GpuCollector
 from infleet_worker.logs import event
 from infleet_worker.metrics import ready_gauge
@@ -257,14 +257,7 @@ class Pod:
         return web.Response(text=merge_metrics(texts), content_type="text/plain")
 
     async def _front_end_metrics(self, i: int) -> str:
-        import aiohttp
-
-        connector = aiohttp.UnixConnector(path=str(self.dir / f"fe-{i}.sock"))
-        async with (
-            aiohttp.ClientSession(connector=connector) as session,
-            session.get("http://local/metrics", timeout=aiohttp.ClientTimeout(total=10)) as r,
-        ):
-            return await r.text()
+        return (await unix_get(str(self.dir / f"fe-{i}.sock"), "/metrics")).decode()
 
     async def _stats(self, request: web.Request) -> web.Response:
         docs = await self._gather("/stats")

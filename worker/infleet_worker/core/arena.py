@@ -92,12 +92,6 @@ class Arena:
     def write(self, offset: int, array: np.ndarray) -> None:
         np.copyto(self.view(offset, array.dtype, array.shape), array, casting="no")
 
-    def write_bytes(self, offset: int, data: bytes | memoryview) -> None:
-        self.mmap[offset : offset + len(data)] = data
-
-    def read_bytes(self, offset: int, nbytes: int) -> memoryview:
-        return memoryview(self.mmap)[offset : offset + nbytes]
-
     def close(self) -> None:
         with contextlib.suppress(BufferError):  # numpy views alive: the mapping goes with them
             self.mmap.close()

@@ -101,18 +101,11 @@ class CoreClient:
 
     def _on_readable(self) -> None:
         assert self.sock is not None
-        while True:
-            try:
-                data = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._lost()
-                return
-            for msg in self._deframer.feed(data):
-                self._on_message(msg)
+        messages, closed = wire.read_available(self.sock, self._deframer)
+        for msg in messages:
+            self._on_message(msg)
+        if closed:
+            self._lost()
 
     def _lost(self) -> None:
         if not self.connected:

@@ -111,10 +111,8 @@ class EngineCore:
         self.sel.register(sys.stdin, selectors.EVENT_READ, "stdin")
         if self.thread is not None:
             self.sel.register(self.thread.wake_fd, selectors.EVENT_READ, "engine")
-        self.state.core_up = True
         while self.running:
             self.step(self._timeout())
-        self.state.core_up = False
 
     def _accept(self, listener: socket.socket) -> None:
         sock, _ = listener.accept()
@@ -142,18 +140,11 @@ class EngineCore:
             self.running = False
 
     def _read(self, conn: Conn) -> None:
-        while True:
-            try:
-                data = conn.sock.recv(1 << 20)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._close(conn)
-                return
-            for msg in conn.deframer.feed(data):
-                self._handle(conn, msg)
+        messages, closed = wire.read_available(conn.sock, conn.deframer)
+        for msg in messages:
+            self._handle(conn, msg)
+        if closed:
+            self._close(conn)
 
     def _close(self, conn: Conn) -> None:
         if conn.closed:
@@ -339,7 +330,6 @@ class EngineCore:
                 )
         self.state.queue_depth = 0
         self._flush()
-        self.state.core_up = False
         # No clean-up: a lost CUDA context can hang or raise in any further call.
         logging.shutdown()
         os._exit(3)

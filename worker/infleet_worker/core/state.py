@@ -4,7 +4,7 @@ The supervisor creates it (a memfd) and every child maps it. Each slot has one
 writer, so no locks: aligned 8-byte stores are atomic on the platforms we run.
 
 - ``ready`` / ``accepting``: the supervisor's word (Ready, drain phase);
-- ``core_up`` and ``queue_depth``: the engine core's;
+- ``queue_depth``: the engine core's;
 - per front end ``i``: ``inflight``, ``sent`` (requests handed to the core) and
   ``connected`` are the front end's, ``received`` the core's. Requests in transit
   (sent - received) count towards the queue bound, so a full queue is refused by
@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 MAX_FRONT_ENDS = 64
-_HEAD = 8  # ready, accepting, core_up, queue_depth, spare
+_HEAD = 8  # ready, accepting, (spare), queue_depth, spare
 _PER_FE = 4  # inflight, sent, received, connected
 SIZE = 8 * (_HEAD + _PER_FE * MAX_FRONT_ENDS)
 
@@ -59,14 +59,6 @@ class SharedState:
     @accepting.setter
     def accepting(self, v: bool) -> None:
         self.a[1] = int(v)
-
-    @property
-    def core_up(self) -> bool:
-        return self._flag(2)
-
-    @core_up.setter
-    def core_up(self, v: bool) -> None:
-        self.a[2] = int(v)
 
     @property
     def queue_depth(self) -> int:

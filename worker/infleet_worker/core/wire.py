@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import socket
 import struct
 from typing import Any
 
@@ -57,6 +58,21 @@ class Deframer:
         if pos:
             del buf[:pos]
         return out
+
+
+def read_available(sock: socket.socket, deframer: Deframer) -> tuple[list[tuple[Any, ...]], bool]:
+    """Every whole message a non-blocking socket holds now, and whether the peer closed."""
+    out: list[tuple[Any, ...]] = []
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            return out, False
+        except OSError:
+            data = b""
+        if not data:
+            return out, True
+        out += deframer.feed(data)
 
 
 def put(arena: Arena | None, name: str, t: Tensor, offsets: list[int]) -> Desc:
