@@ -244,7 +244,13 @@ def test_cpu_minimal_serves_correct_outputs(
     assert lag <= 3
 
     # inference through each Ready pod's IP matches a direct torch forward
-    ips = pod_ips(api, ns, "mlp-cpu")
+    # EndpointSlices follow pod readiness a moment later (the controller manager)
+    ips = wait_for(
+        lambda: (found := pod_ips(api, ns, "mlp-cpu")) if len(found) == 2 else None,
+        timeout=20,
+        interval=0.3,
+        what="both Ready pods in the EndpointSlice",
+    )
     assert len(ips) == 2
     x = np.random.default_rng(0).standard_normal((3, 256)).astype(np.float32)
     want = reference(doc["spec"], x)
