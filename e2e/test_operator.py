@@ -246,7 +246,7 @@ def test_cpu_minimal_serves_correct_outputs(
     # inference through each Ready pod's IP matches a direct torch forward
     # EndpointSlices follow pod readiness a moment later (the controller manager)
     ips = wait_for(
-        lambda: (found := pod_ips(api, ns, "mlp-cpu")) if len(found) == 2 else None,
+        lambda: found if len(found := pod_ips(api, ns, "mlp-cpu")) == 2 else None,
         timeout=20,
         interval=0.3,
         what="both Ready pods in the EndpointSlice",
