@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-
 def run(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop

@@ -108,6 +108,17 @@ impl Shared {
         }
     }
 
+    pub fn answer_many(&self, answers: impl Iterator<Item = (u64, Bytes)>) -> usize {
+        let mut calls = lock(&self.calls);
+        let mut delivered = 0;
+        for (id, message) in answers {
+            if let Some(Call::Unary(tx)) = calls.remove(&id) {
+                delivered += usize::from(tx.send(Ok(message)).is_ok());
+            }
+        }
+        delivered
+    }
+
     /// The next message of a stream, or its end (which forgets the call).
     pub fn stream_send(&self, id: u64, outcome: Outcome) -> bool {
         let mut calls = lock(&self.calls);

@@ -115,6 +115,16 @@ impl GrpcServer {
         self.shared.answer(call, Ok(Bytes::from_owner(message)))
     }
 
+    /// Answer many unary calls at once (one lock, and one wake-up of the transport's
+    /// thread for all of them); returns how many calls were still there.
+    fn reply_many(&self, answers: Vec<(u64, PyBackedBytes)>) -> usize {
+        self.shared.answer_many(
+            answers
+                .into_iter()
+                .map(|(call, message)| (call, Bytes::from_owner(message))),
+        )
+    }
+
     /// End a unary call with a gRPC status code and message.
     fn fail(&self, call: u64, code: u32, message: &str) -> bool {
         self.shared.answer(call, Err(Status::new(code, message)))
