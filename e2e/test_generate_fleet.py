@@ -3,7 +3,9 @@ builtin://llama (task generate, speculative decoding) becomes Ready, and the rea
 ``openai`` client streams a chat completion through its pod (by pod IP from the
 EndpointSlices: nothing routes ClusterIPs here); scaled to zero in the middle of a
 long stream, the pod finishes it (the operator's grace period from maxTokens, the
-worker's drain)."""
+worker's drain). Under a bounded load of concurrent streams (fleet/streams.py) the
+fleet scales 1 -> 2 -> 1 and rolls to a new pod template without cutting a stream
+(test_generate_load.py)."""
 
 from __future__ import annotations
 
