@@ -7,11 +7,11 @@ the pod that goes away when that pod's worker gets SIGTERM (after the preStop sl
 and still running when the drain window closes (the grace period the operator sized
 from maxTokens lets it finish).
 
-Deterministic by construction, not by timing luck: the scaled-down pod is chosen
-(``controller.kubernetes.io/pod-deletion-cost``) as the one whose long stream has
-just opened, and the roll starts just after a long stream opened on the only pod;
-a long stream (950 tokens of a 12-layer model, ~15 ms a token) outlives the pod's
-preStop (3 s) by several seconds."""
+Deterministic by construction, not by timing luck: the test opens the long stream
+itself on the pod that will go away, just before it scales down (that pod chosen
+with ``controller.kubernetes.io/pod-deletion-cost``) or rolls (the only pod); 700
+tokens of a 12-layer model (15-45 ms a token here) outlive the preStop (3 s) by
+several seconds."""
 
 from __future__ import annotations
 
@@ -35,11 +35,12 @@ DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 KV_BLOCKS = 256  # explicit: 12 layers x 1,024 tokens would otherwise size ~1 GiB a pod
 
 
+LONG_TOKENS = 700  # < maxTokens, and prompt + 700 < the 1,024-token context
+
+
 def load(api: Any, ns: str, name: str) -> StreamLoad:
-    """Four concurrent streams: one long (950 tokens), three short (32 tokens)."""
-    return StreamLoad(
-        api, ns, name, streams=4, max_tokens=32, long_streams=1, long_tokens=950
-    ).start()
+    """Three concurrent streams of 32 tokens, and the long ones the test opens."""
+    return StreamLoad(api, ns, name, streams=3, max_tokens=32).start()
 
 
 @pytest.fixture(scope="module")
@@ -188,9 +189,9 @@ def test_scale_up_and_down_under_stream_load_cuts_no_stream(
         print(f"\nscale-up: the second pod served streams {time.monotonic() - t_up:.1f}s after")
         wait_for(lambda: settled(api, ns, name, 2), timeout=30, what="status: 2 ready")
 
-        # Scale down the pod whose long stream has just opened.
-        fresh = wait_for(lambda: streams.fresh_long(5), timeout=60, what="a long stream opening")
-        chosen = pod_at(api, ns, name, fresh.ip)
+        # Scale down the pod with a long stream just opened.
+        streams.open_long(second, LONG_TOKENS)
+        chosen = pod_at(api, ns, name, second)
         client.CoreV1Api(api).patch_namespaced_pod(
             chosen, ns, {"metadata": {"annotations": {DELETION_COST: "-1000"}}}
         )
@@ -223,7 +224,7 @@ def test_rolling_update_under_stream_load_loses_no_stream(
     try:
         old = only_address(streams)
         wait_for(lambda: streams.completed_on(old) >= 3, timeout=60, what="streams on pod 1")
-        wait_for(lambda: streams.fresh_long(3), timeout=60, what="a long stream opening")
+        streams.open_long(old, LONG_TOKENS)
         patch_spec(api, ns, name, {"env": [{"name": "INFLEET_E2E_ROLL", "value": "2"}]})
         t_roll = time.monotonic()
         victim, victim_ip, seen = wait_for(

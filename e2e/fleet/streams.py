@@ -1,13 +1,13 @@
 """A bounded load of concurrent chat-completion streams through a Service, sent with the
 real ``openai`` client, every stream counted from start to finish.
 
-``streams`` client threads each keep one stream open at a time (closed loop: the load
-is bounded and never piles up on a slow fleet); the first ``long_streams`` of them ask
-for ``long_tokens`` (long enough to outlive a pod's preStop and drain), the others
-for ``max_tokens``. Each stream goes to the Ready address of the Service (from its
-EndpointSlices, as kube-proxy would route; nothing routes ClusterIPs here) with the
-fewest of our streams (long ones: of our long streams) in flight, so the pods share
-them evenly and a pod has some in flight when it is scaled away or replaced.
+``streams`` client threads each keep one stream of ``max_tokens`` open at a time
+(closed loop: the load is bounded and never piles up on a slow fleet). Each goes to
+the Ready address of the Service (from its EndpointSlices, as kube-proxy would route;
+nothing routes ClusterIPs here) with the fewest of our streams in flight, so the pods
+share them evenly and a pod has some in flight when it is scaled away or replaced.
+``open_long(ip, tokens)`` adds one long stream to a chosen pod, at a chosen moment
+(one that must outlive that pod's preStop and drain).
 
 A stream is *completed* only when it ended with its ``finish_reason`` and the usage
 says every token it asked for came; anything else (an error, a refusal, a stream that
@@ -49,35 +49,34 @@ class StreamLoad:
         *,
         streams: int = 4,
         max_tokens: int = 64,
-        long_streams: int = 0,
-        long_tokens: int = 0,
         model: str = "llama",
         timeout: float = 90,
     ) -> None:
         self.watcher = EndpointWatcher(api_client, namespace, service, interval=0.1)
         self.n, self.max_tokens, self.model, self.timeout = streams, max_tokens, model, timeout
-        self.long_streams, self.long_tokens = long_streams, long_tokens
         self.records: list[Stream] = []
-        self._lock = threading.Lock()
-        self._in_flight: dict[tuple[str, bool], int] = {}  # (ip, long) -> open streams
+        self._lock = threading.RLock()
+        self._in_flight: dict[str, int] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # -- the load --------------------------------------------------------------------
     def start(self) -> StreamLoad:
         self.watcher.start()
-        self._threads = [
-            threading.Thread(
-                target=self._client,
-                args=(self.long_tokens if i < self.long_streams else self.max_tokens,),
-                name=f"stream-{i}",
-                daemon=True,
-            )
-            for i in range(self.n)
-        ]
-        for t in self._threads:
-            t.start()
+        for i in range(self.n):
+            self._spawn(self._client, f"stream-{i}")
         return self
+
+    def open_long(self, ip: str, tokens: int) -> Stream:
+        """One stream of ``tokens`` to ``ip`` now, counted like the others."""
+        rec = self._record(ip, tokens)
+        self._spawn(lambda: self._client(rec), f"long-{ip}")
+        return rec
+
+    def _spawn(self, target: Any, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
 
     def stop(self) -> None:
         """Start no more streams; let the open ones finish."""
@@ -86,47 +85,51 @@ class StreamLoad:
             t.join(self.timeout + 5)
         self.watcher.stop()
 
-    def _pick(self, tokens: int) -> Stream | None:
-        long = tokens != self.max_tokens
-        with self._lock:
-            addrs = self.watcher.addresses
-            if not addrs:
-                return None
-
-            def load(a: str) -> tuple[int, int, str]:
-                mine = self._in_flight.get((a, long), 0)
-                return (mine if long else 0, mine + self._in_flight.get((a, not long), 0), a)
-
-            ip = min(addrs, key=load)
-            self._in_flight[(ip, long)] = self._in_flight.get((ip, long), 0) + 1
+    def _record(self, ip: str, tokens: int) -> Stream:
+        with self._lock:  # callers that pick hold it already (an RLock)
+            self._in_flight[ip] = self._in_flight.get(ip, 0) + 1
             rec = Stream(ip, tokens, time.monotonic())
             self.records.append(rec)
             return rec
 
-    def _client(self, tokens: int) -> None:
+    def _pick(self) -> Stream | None:
+        with self._lock:
+            addrs = self.watcher.addresses
+            if not addrs:
+                return None
+            ip = min(addrs, key=lambda a: (self._in_flight.get(a, 0), a))
+            return self._record(ip, self.max_tokens)
+
+    def _client(self, only: Stream | None = None) -> None:
+        """Streams one after another until stopped; or just ``only``."""
         clients: dict[str, OpenAI] = {}
-        while not self._stop.is_set():
-            rec = self._pick(tokens)
+        while only is not None or not self._stop.is_set():
+            rec = only or self._pick()
             if rec is None:
                 time.sleep(0.05)
                 continue
-            oai = clients.get(rec.ip)
-            if oai is None:
-                oai = clients[rec.ip] = OpenAI(
-                    base_url=f"http://{rec.ip}:8000/v1",
-                    api_key="none",
-                    max_retries=0,
-                    timeout=self.timeout,
-                )
-            try:
-                rec.finish, rec.error = self._one(oai, tokens)
-            except Exception as e:  # a refusal, a reset, a timeout: all count as failed
-                rec.error = repr(e)[:300]
-            rec.ended = time.monotonic()
-            with self._lock:
-                self._in_flight[(rec.ip, tokens != self.max_tokens)] -= 1
+            self._run(rec, clients)
+            if only is not None:
+                break
         for c in clients.values():
             c.close()
+
+    def _run(self, rec: Stream, clients: dict[str, OpenAI]) -> None:
+        oai = clients.get(rec.ip)
+        if oai is None:
+            oai = clients[rec.ip] = OpenAI(
+                base_url=f"http://{rec.ip}:8000/v1",
+                api_key="none",
+                max_retries=0,
+                timeout=self.timeout,
+            )
+        try:
+            rec.finish, rec.error = self._one(oai, rec.tokens)
+        except Exception as e:  # a refusal, a reset, a timeout: all count as failed
+            rec.error = repr(e)[:300]
+        rec.ended = time.monotonic()
+        with self._lock:
+            self._in_flight[rec.ip] -= 1
 
     def _one(self, oai: OpenAI, max_tokens: int) -> tuple[str | None, str | None]:
         stream = oai.chat.completions.create(
@@ -163,14 +166,6 @@ class StreamLoad:
             for r in self.snapshot()
             if r.ip == ip and r.started <= at and (r.ended is None or r.ended > at)
         ]
-
-    def fresh_long(self, max_age: float) -> Stream | None:
-        """A long stream opened less than ``max_age`` seconds ago and still open."""
-        now = time.monotonic()
-        for r in reversed(self.snapshot()):
-            if r.tokens == self.long_tokens and r.ended is None and now - r.started < max_age:
-                return r
-        return None
 
     def counts(self) -> dict[str, int]:
         recs = self.snapshot()
