@@ -3,7 +3,9 @@ builtin://llama (task generate, speculative decoding) becomes Ready, and the rea
 ``openai`` client streams a chat completion through its pod (by pod IP from the
 EndpointSlices: nothing routes ClusterIPs here); scaled to zero in the middle of a
 long stream, the pod finishes it (the operator's grace period from maxTokens, the
-worker's drain)."""
+worker's drain). Under a bounded load of concurrent streams (fleet/streams.py) the
+fleet scales 1 -> 2 -> 1 and rolls to a new pod template without cutting a stream
+(test_generate_load.py)."""
 
 from __future__ import annotations
 
@@ -75,8 +77,9 @@ def test_llama_fleet_streams_a_chat_completion(
     name = doc["metadata"]["name"]
     t0 = time.monotonic()
     client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, doc)
-    wait_for(lambda: ready(api, ns, name), timeout=90, interval=0.5, what=f"{name} Ready")
+    obj = wait_for(lambda: ready(api, ns, name), timeout=90, interval=0.5, what=f"{name} Ready")
     print(f"\ncreate -> Ready: {time.monotonic() - t0:.1f}s")
+    print(f"status.generation: {obj['status'].get('generation')}")
 
     dep = client.AppsV1Api(api).read_namespaced_deployment(name, ns)
     pod = dep.spec.template.spec
@@ -114,6 +117,10 @@ def test_llama_fleet_streams_a_chat_completion(
         if line.startswith("infleet_generate_spec_verify_steps_total")
     ]
     assert verify and float(verify[0].rsplit(" ", 1)[1]) > 0  # the draft took part
+    # status.generation: the pod's own figures, written with Ready (read before it)
+    blocks = next(ln for ln in metrics.splitlines() if ln.startswith("infleet_generate_kv_blocks{"))
+    kv_tokens = int(float(blocks.rsplit(" ", 1)[1])) * 16  # kvCache.blockSize
+    assert obj["status"]["generation"] == {"kvCapacityTokens": kv_tokens, "contextLength": 1024}
     print(f"apply -> streamed: {time.monotonic() - t0:.1f}s")
 
 
