@@ -20,43 +20,19 @@ from kubernetes import client
 from openai import OpenAI
 
 from fleet.endpoints import EndpointWatcher
-from fleet.operator import GROUP, PLURAL, ROOT, VERSION, OperatorProcess, install_operator_prereqs
-from kube_harness.testing import unique, wait_for
+from fleet.namespaces import scratch_namespace
+from fleet.operator import GROUP, PLURAL, ROOT, VERSION, OperatorProcess
+from kube_harness.testing import wait_for
 
 pytestmark = pytest.mark.cluster
 
 LABEL = "infleet.dev/deployment"
 
 
-@pytest.fixture(scope="module")
-def api(cluster: Any) -> Any:
-    return cluster.api_client()
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    kubeconfig = install_operator_prereqs(cluster, tmp_path_factory.mktemp("operator"))
-    op = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("oplogs"))
-    op.start()
-    op.wait_log("Resuming operations", timeout=60)
-    yield op
-    op.stop()
-    print(f"\n[operator log tail]\n{op.text()[-3000:]}")
-
-
 @pytest.fixture
 def ns(api: Any) -> Iterator[str]:
-    name = unique("e2e-gen")
-    core = client.CoreV1Api(api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
-    # Wait for its pods to go (their drain takes preStop + drain seconds): a pod torn
-    # down by the node agent while the next test streams from another stalls that stream.
-    wait_for(
-        lambda: not core.list_namespaced_pod(name).items, timeout=60, interval=0.5,
-        what=f"pods of {name} gone",
-    )  # fmt: skip
+    with scratch_namespace(api, "e2e-gen") as name:
+        yield name
 
 
 def ready(api: Any, ns: str, name: str) -> dict[str, Any] | None:

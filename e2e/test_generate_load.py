@@ -23,10 +23,11 @@ import pytest
 import yaml
 from kubernetes import client
 
-from fleet.operator import GROUP, PLURAL, ROOT, VERSION, OperatorProcess, install_operator_prereqs
+from fleet.namespaces import scratch_namespace
+from fleet.operator import GROUP, PLURAL, ROOT, VERSION, OperatorProcess
 from fleet.streams import StreamLoad
 from infleet_operator.children import DRAIN_SECONDS, PRESTOP_SLEEP_SECONDS
-from kube_harness.testing import unique, wait_for
+from kube_harness.testing import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -43,32 +44,10 @@ def load(api: Any, ns: str, name: str) -> StreamLoad:
     return StreamLoad(api, ns, name, streams=3, max_tokens=32).start()
 
 
-@pytest.fixture(scope="module")
-def api(cluster: Any) -> Any:
-    return cluster.api_client()
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    kubeconfig = install_operator_prereqs(cluster, tmp_path_factory.mktemp("operator"))
-    op = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("oplogs"))
-    op.start()
-    op.wait_log("Resuming operations", timeout=60)
-    yield op
-    op.stop()
-
-
 @pytest.fixture
 def ns(api: Any) -> Iterator[str]:
-    name = unique("e2e-genload")
-    core = client.CoreV1Api(api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
-    wait_for(
-        lambda: not core.list_namespaced_pod(name).items, timeout=60, interval=0.5,
-        what=f"pods of {name} gone",
-    )  # fmt: skip
+    with scratch_namespace(api, "e2e-genload") as name:
+        yield name
 
 
 def get(api: Any, ns: str, name: str) -> dict[str, Any]:

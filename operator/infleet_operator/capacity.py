@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infleet_operator import api, children
 from infleet_operator.generation import generates
+from infleet_operator.scaler.scrape import fetch_text
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,13 @@ def summarize(pods: list[Obj], known: Mapping[str, PodCapacity]) -> Obj | None:
 
 
 async def scrape(session: aiohttp.ClientSession, url: str, timeout_s: float) -> PodCapacity | None:
+    text = await fetch_text(session, url, timeout_s)
+    if text is None:
+        return None
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-            if resp.status != 200:
-                log.info("capacity scrape %s: HTTP %s", url, resp.status)
-                return None
-            return parse_capacity(await resp.text())
-    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-        log.info("capacity scrape %s failed: %s", url, exc or type(exc).__name__)
+        return parse_capacity(text)
+    except ValueError as exc:
+        log.info("capacity scrape %s: %s", url, exc)
         return None
 
 
