@@ -23,7 +23,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from infleet_worker import loops
 from infleet_worker.config import CacheMode, Precision, WorkerConfig
 from infleet_worker.logs import event, setup_logging
 
@@ -279,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         setup_logging(
             args.log_format or cfg.server.log_format.value, args.log_level or cfg.server.log_level
         )
-    sys.exit(loops.run(run(cfg)))
+    sys.exit(asyncio.run(run(cfg)))
 
 
 if __name__ == "__main__":
