@@ -45,12 +45,17 @@ class Profile:
 
     def to_json(self) -> str:
         data = asdict(self)
-        data["generate"] = self.generate.as_dict() if self.generate is not None else None
-        if data["generate"] is None:
-            del data["generate"]
+        del data["generate"]
         rows = ",\n    ".join(json.dumps([b, round(s, 6)]) for b, s in self.service_table)
         data["service_table"] = "@TABLE@"
-        return json.dumps(data, indent=2).replace('"@TABLE@"', f"[\n    {rows}\n  ]") + "\n"
+        text = json.dumps(data, indent=2).replace('"@TABLE@"', f"[\n    {rows}\n  ]")
+        if self.generate is None:
+            return text + "\n"
+        gen = self.generate.as_dict()  # a generating model: this section, no batch table
+        steps = ", ".join(json.dumps(row) for row in gen.pop("decode_table"))
+        body = "".join(f',\n    "{k}": {json.dumps(v)}' for k, v in gen.items())
+        section = f'"generate": {{\n    "decode_table": [{steps}]{body}\n  }}'
+        return text.replace(f'"service_table": [\n    {rows}\n  ]', section) + "\n"
 
 
 def load_profile(path: str | Path) -> Profile:
