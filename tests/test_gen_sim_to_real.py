@@ -24,12 +24,13 @@ import pytest
 from infleet_operator.cli import main as infleet
 from infleet_operator.simulator.gen_measure import concurrent, measure_generate, prompt_of
 from infleet_operator.simulator.gen_profile import GenerateProfile
-from infleet_operator.simulator.profile import Profile
+from infleet_operator.simulator.profile import Profile, load_profile
 from serverproc import stop_process
 from test_generate_server import start_server
 
 STREAMS, REQUESTS, PROMPT, OUTPUT = 4, 48, 16, 128
-ROUNDS = 3  # load runs, each between two profile measurements
+ROUNDS = 5  # load runs, each between two profile measurements
+SIZES = (1, STREAMS)  # running sequences profiled
 
 MANIFEST = f"""\
 apiVersion: infleet.dev/v1alpha1
@@ -74,10 +75,16 @@ def test_simulated_tokens_per_second_match_a_real_run(
     jobs = [(prompt_of(PROMPT, i), OUTPUT) for i in range(REQUESTS)]
     rounds = []
     try:
-        before = measure_generate(server.base, "llama", (1, 2, STREAMS), 64, repeats=8)
+        first = tmp_path / "first.json"  # the first measurement through the CLI
+        sizes = "--batch-sizes=" + ",".join(map(str, SIZES))
+        cmd = ["profile", "--generate", "--url", server.base, "--model", "llama", sizes]
+        assert infleet([*cmd, "-o", str(first)]) == 0
+        assert "tokens/s" in capsys.readouterr().out
+        before = load_profile(first).generate
+        assert before is not None and before.kv_capacity_tokens > 0
         for _ in range(ROUNDS):
             runs = concurrent(server.base, "llama", jobs, REQUESTS)  # all sent at once
-            after = measure_generate(server.base, "llama", (1, 2, STREAMS), 64, repeats=8)
+            after = measure_generate(server.base, "llama", SIZES)  # the CLI's defaults
             tokens = sum(len(r.tokens) for r in runs)
             assert tokens == REQUESTS * OUTPUT
             span = max(r.tokens[-1] for r in runs) - min(r.sent for r in runs)

@@ -72,19 +72,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="share of requests at priority"
         " level 1 (highest), 2, ..., e.g. 0.3,0.7; reported per level",
     )
-    a(
-        "--prompt-tokens",
-        type=int,
-        default=None,
-        help="generative fleets: prompt tokens of requests the trace does not size (default 128)",
-    )
-    a(
-        "--output-tokens",
-        type=int,
-        default=None,
-        help="generative fleets: output tokens of requests the trace does not size"
-        " (default engine.generation.maxTokens, else 128)",
-    )
+    gen = "generative fleets, requests the trace does not size:"
+    a("--prompt-tokens", type=int, default=None, help=f"{gen} prompt tokens (128)")
+    a("--output-tokens", type=int, default=None, help=f"{gen} output tokens (maxTokens, 128)")
     a("--plot", default=None, metavar="OUT.png")
     a("--json", action="store_true", help="machine-readable output on stdout")
     g = p.add_argument_group("without -f: compare policies by name on a default spec")

@@ -4,8 +4,9 @@ What clients see, so the serving layer's cost (and a speculative draft's gain) i
 the figures: streams ``/v1/completions`` (token-id prompts, ``ignore_eos``, greedy)
 and times every streamed token.
 
-- decode step time at ``d`` sequences: the median inter-token gap of ``d`` concurrent
-  streams, each with a short prompt and ``output`` tokens;
+- decode step time at ``d`` sequences: ``d`` concurrent streams work through
+  ``d x repeats`` requests of a short prompt and ``output`` (> 3) tokens; the mean
+  time between tokens past each stream's third, pooled over the streams;
 - prefill time per token: time to first token of a long prompt minus a short one's,
   over their length difference (one stream, idle worker; medians of a few);
 - KV capacity: ``kv_blocks x block_size`` from the model's ``/config``.
@@ -29,11 +30,6 @@ from infleet_operator.simulator.gen_profile import GenerateProfile
 class Stream:
     sent: float  # perf_counter when the request went out
     tokens: list[float] = field(default_factory=list)  # perf_counter per streamed token
-
-    def mean_gap(self, skip: int = 0) -> float:
-        """Mean time between tokens after the first ``skip`` + 1."""
-        t = self.tokens[skip:]
-        return (t[-1] - t[0]) / (len(t) - 1)
 
 
 def stream_one(url: str, model: str, prompt: Sequence[int], max_tokens: int) -> Stream:
@@ -107,9 +103,9 @@ def measure_generate(
     url: str,
     model: str,
     sizes: Sequence[int] = (1, 2, 4, 8),
-    output: int = 32,
+    output: int = 64,
     prompts: tuple[int, int] = (8, 128),
-    repeats: int = 3,
+    repeats: int = 8,
 ) -> GenerateProfile:
     cfg = model_config(url, model)
     params = cfg.get("parameters") or {}
@@ -120,9 +116,11 @@ def measure_generate(
     for d in sizes:
         jobs = [(prompt_of(prompts[0], d * 100 + i), output) for i in range(d * repeats)]
         done = concurrent(url, model, jobs, d)
-        # A stream's mean gap past its first tokens (tokens may arrive in bursts: a
-        # speculative step, or one event-loop wake-up delivering several steps' tokens).
-        table.append((d, statistics.median(s.mean_gap(skip=2) for s in done)))
+        # Time between tokens past each stream's first few, pooled over the streams (tokens
+        # may arrive in bursts: a speculative step, or one wake-up delivering several
+        # steps' tokens); a time-weighted mean, so a slow spell counts as it does in a run.
+        spans = [(s.tokens[-1] - s.tokens[2], len(s.tokens) - 3) for s in done]
+        table.append((d, sum(t for t, _ in spans) / sum(n for _, n in spans)))
     short, long_ = prompts
     ttft: dict[int, list[float]] = {short: [], long_: []}
     for i in range(repeats):

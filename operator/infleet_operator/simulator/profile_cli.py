@@ -66,7 +66,10 @@ def add_profile_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="a generating worker: measure prefill and decode times and the KV capacity",
     )
-    p.add_argument("--output-tokens", type=int, default=32, help="with --generate: per stream")
+    p.add_argument("--output-tokens", type=int, default=64, help="with --generate: per request")
+    p.add_argument(
+        "--repeats", type=int, default=8, help="with --generate: requests per stream and size"
+    )
     p.add_argument("-o", "--out", default="profile.json")
     p.set_defaults(func=run_profile)
     return p
@@ -161,7 +164,9 @@ def run_generate_profile(args: argparse.Namespace) -> int:
 
     sizes = [int(x) for x in args.batch_sizes.split(",")] if args.batch_sizes else [1, 2, 4, 8]
     try:
-        gen = measure_generate(args.url, args.model, sizes, args.output_tokens)
+        gen = measure_generate(
+            args.url, args.model, sizes, args.output_tokens, repeats=args.repeats
+        )
         start = pod_start_from_status(args.status) if args.status else args.pod_start_seconds
     except (OSError, ValueError, KeyError, urllib.error.URLError) as exc:
         print(f"infleet profile: {exc}", file=sys.stderr)
