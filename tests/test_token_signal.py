@@ -17,7 +17,7 @@ from infleet_operator.autoscaling.spec import (
     token_signal,
 )
 from infleet_operator.autoscaling.tokens import TokenSignal
-from infleet_operator.scaler.controller import Autoscaler
+from infleet_operator.scaler.controller import Autoscaler, TickOutcome
 from infleet_operator.scaler.prometheus import assemble, queries
 from infleet_operator.scaler.samples import WorkerSample, parse_worker_metrics
 from infleet_operator.simulator.manifest import load_fleet
@@ -76,7 +76,9 @@ def _autoscaler(policy: str, **fields: object) -> Autoscaler:
     return Autoscaler.for_spec(auto, 30.0, TokenSignal(kv_target=0.8))
 
 
-def _ticks(scaler: Autoscaler, first: list[str], second: list[str], dt: float = 10.0):  # type: ignore[no-untyped-def]
+def _ticks(
+    scaler: Autoscaler, first: list[str], second: list[str], dt: float = 10.0
+) -> TickOutcome:
     """Two scrapes ``dt`` apart of the same pods (rates need two)."""
     n = len(first)
     pods = [f"p{i}" for i in range(n)]
