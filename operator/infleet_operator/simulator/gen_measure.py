@@ -4,9 +4,9 @@ What clients see, so the serving layer's cost (and a speculative draft's gain) i
 the figures: streams ``/v1/completions`` (token-id prompts, ``ignore_eos``, greedy)
 and times every streamed token.
 
-- decode step time at ``d`` sequences: ``d`` concurrent streams work through
-  ``d x repeats`` requests of a short prompt and ``output`` (> 3) tokens; the mean
-  time between tokens past each stream's third, pooled over the streams;
+- decode step time at ``d`` sequences: ``repeats`` waves of ``d`` streams sent
+  together, each a short prompt and ``output`` (> 2 x EDGE) tokens; the mean time
+  between the tokens of the wave's middle (pure decoding), pooled over the streams;
 - prefill time per token: time to first token of a long prompt minus a short one's,
   over their length difference (one stream, idle worker; medians of a few);
 - KV capacity: ``kv_blocks x block_size`` from the model's ``/config``.
@@ -99,6 +99,11 @@ def prompt_of(n: int, offset: int = 0) -> list[int]:
     return [1 + (offset * 7919 + 31 * i) % 250 for i in range(n)]
 
 
+# Tokens left out at each end of a stream: while they flow, the wave's other streams
+# are still joining (their prefill and HTTP handling) or already leaving.
+EDGE = 4
+
+
 def measure_generate(
     url: str,
     model: str,
@@ -114,12 +119,14 @@ def measure_generate(
     stream_one(url, model, prompt_of(4, 999), 2)  # a first request pays one-off costs
     table = []
     for d in sizes:
-        jobs = [(prompt_of(prompts[0], d * 100 + i), output) for i in range(d * repeats)]
-        done = concurrent(url, model, jobs, d)
-        # Time between tokens past each stream's first few, pooled over the streams (tokens
-        # may arrive in bursts: a speculative step, or one wake-up delivering several
-        # steps' tokens); a time-weighted mean, so a slow spell counts as it does in a run.
-        spans = [(s.tokens[-1] - s.tokens[2], len(s.tokens) - 3) for s in done]
+        spans = []
+        for r in range(repeats):  # waves of d streams that start and end together
+            jobs = [(prompt_of(prompts[0], d * 100 + r * d + i), output) for i in range(d)]
+            for s in concurrent(url, model, jobs, d):
+                spans.append((s.tokens[-EDGE] - s.tokens[EDGE], len(s.tokens) - 2 * EDGE - 1))
+        # Pooled over the streams (tokens may arrive in bursts: a speculative step, or one
+        # wake-up delivering several steps' tokens) as a time-weighted mean, so a slow
+        # spell counts as it does in a run.
         table.append((d, sum(t for t, _ in spans) / sum(n for _, n in spans)))
     short, long_ = prompts
     ttft: dict[int, list[float]] = {short: [], long_: []}
