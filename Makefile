@@ -32,6 +32,10 @@ lint: bootstrap
 	$(VENV)/bin/ruff format --check operator worker tests e2e bench
 	$(PY) -m mypy
 	$(VENV)/bin/hadolint Dockerfile.operator Dockerfile.worker
+	@if command -v cargo >/dev/null; then \
+	  cargo fmt --check --manifest-path worker/native/Cargo.toml; \
+	  CARGO_TARGET_DIR=$(CACHE)/cargo-target cargo clippy --quiet --release --locked \
+	    --manifest-path worker/native/Cargo.toml -- -D warnings; fi
 
 crds: bootstrap
 	$(PY) -m infleet_operator.cli crd --out crds/

@@ -10,6 +10,10 @@
 - ``cluster.agent`` -> the node agent (``.nodes``, ``.processes()``, ``.describe()``)
 - ``cluster.logs()`` -> component log tails (attached to failed tests' reports)
 
+``api`` (module scope): an admin ApiClient of the cluster; ``operator`` (module
+scope): the operator running as a process against it (a test module may define its
+own, with other settings), its log tail printed at the end.
+
 A test marked ``@pytest.mark.cluster`` that uses it fails (does not skip) when
 the binaries are missing; ``INFLEET_SKIP_CLUSTER=1`` skips such tests instead.
 """
@@ -80,3 +84,21 @@ def cluster(cluster_binaries: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     finally:
         _CLUSTER = None
         c.stop()
+
+
+@pytest.fixture(scope="module")
+def api(cluster: Cluster) -> Any:
+    return cluster.api_client()
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from fleet.operator import OperatorProcess, install_operator_prereqs
+
+    kubeconfig = install_operator_prereqs(cluster, tmp_path_factory.mktemp("operator"))
+    op = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("oplogs"))
+    op.start()
+    op.wait_log("Resuming operations", timeout=60)
+    yield op
+    op.stop()
+    print(f"\n[operator log tail]\n{op.text()[-3000:]}")

@@ -3,7 +3,9 @@ builtin://llama (task generate, speculative decoding) becomes Ready, and the rea
 ``openai`` client streams a chat completion through its pod (by pod IP from the
 EndpointSlices: nothing routes ClusterIPs here); scaled to zero in the middle of a
 long stream, the pod finishes it (the operator's grace period from maxTokens, the
-worker's drain)."""
+worker's drain). Under a bounded load of concurrent streams (fleet/streams.py) the
+fleet scales 1 -> 2 -> 1 and rolls to a new pod template without cutting a stream
+(test_generate_load.py)."""
 
 from __future__ import annotations
 
@@ -18,43 +20,19 @@ from kubernetes import client
 from openai import OpenAI
 
 from fleet.endpoints import EndpointWatcher
-from fleet.operator import GROUP, PLURAL, ROOT, VERSION, OperatorProcess, install_operator_prereqs
-from kube_harness.testing import unique, wait_for
+from fleet.namespaces import scratch_namespace
+from fleet.operator import GROUP, PLURAL, ROOT, VERSION, OperatorProcess
+from kube_harness.testing import wait_for
 
 pytestmark = pytest.mark.cluster
 
 LABEL = "infleet.dev/deployment"
 
 
-@pytest.fixture(scope="module")
-def api(cluster: Any) -> Any:
-    return cluster.api_client()
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    kubeconfig = install_operator_prereqs(cluster, tmp_path_factory.mktemp("operator"))
-    op = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("oplogs"))
-    op.start()
-    op.wait_log("Resuming operations", timeout=60)
-    yield op
-    op.stop()
-    print(f"\n[operator log tail]\n{op.text()[-3000:]}")
-
-
 @pytest.fixture
 def ns(api: Any) -> Iterator[str]:
-    name = unique("e2e-gen")
-    core = client.CoreV1Api(api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
-    # Wait for its pods to go (their drain takes preStop + drain seconds): a pod torn
-    # down by the node agent while the next test streams from another stalls that stream.
-    wait_for(
-        lambda: not core.list_namespaced_pod(name).items, timeout=60, interval=0.5,
-        what=f"pods of {name} gone",
-    )  # fmt: skip
+    with scratch_namespace(api, "e2e-gen") as name:
+        yield name
 
 
 def ready(api: Any, ns: str, name: str) -> dict[str, Any] | None:
@@ -75,8 +53,9 @@ def test_llama_fleet_streams_a_chat_completion(
     name = doc["metadata"]["name"]
     t0 = time.monotonic()
     client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, doc)
-    wait_for(lambda: ready(api, ns, name), timeout=90, interval=0.5, what=f"{name} Ready")
+    obj = wait_for(lambda: ready(api, ns, name), timeout=90, interval=0.5, what=f"{name} Ready")
     print(f"\ncreate -> Ready: {time.monotonic() - t0:.1f}s")
+    print(f"status.generation: {obj['status'].get('generation')}")
 
     dep = client.AppsV1Api(api).read_namespaced_deployment(name, ns)
     pod = dep.spec.template.spec
@@ -114,6 +93,10 @@ def test_llama_fleet_streams_a_chat_completion(
         if line.startswith("infleet_generate_spec_verify_steps_total")
     ]
     assert verify and float(verify[0].rsplit(" ", 1)[1]) > 0  # the draft took part
+    # status.generation: the pod's own figures, written with Ready (read before it)
+    blocks = next(ln for ln in metrics.splitlines() if ln.startswith("infleet_generate_kv_blocks{"))
+    kv_tokens = int(float(blocks.rsplit(" ", 1)[1])) * 16  # kvCache.blockSize
+    assert obj["status"]["generation"] == {"kvCapacityTokens": kv_tokens, "contextLength": 1024}
     print(f"apply -> streamed: {time.monotonic() - t0:.1f}s")
 
 

@@ -91,3 +91,6 @@ for name, target in scripts.items():
     )
     exe.chmod(0o755)
 PY
+
+# The worker's compiled gRPC transport (Rust, built with cargo into the cache).
+"$ROOT/scripts/build_native.sh"

@@ -220,6 +220,14 @@ def test_disconnect_frees_blocks(server: Server) -> None:
     assert server.metric("infleet_generate_time_to_first_token_seconds_count") > 0
 
 
+def test_capacity_gauges_after_warm_up(server: Server) -> None:
+    """The operator's contract (status.generation): KV capacity in tokens, context length."""
+    blocks = server.metric("infleet_generate_kv_blocks")
+    assert blocks > 0
+    assert server.metric("infleet_generate_kv_capacity_tokens") == blocks * 16  # blockSize
+    assert server.metric("infleet_generate_context_length_tokens") == 256  # maxModelLen
+
+
 def test_checkpoint_directory_serves_chat(tmp_path: Path) -> None:
     """A transformers checkpoint with tokenizer.json and a chat template, as on a PVC."""
     save_tiny_checkpoint(tmp_path)

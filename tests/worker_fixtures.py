@@ -3,18 +3,23 @@
 - ``worker_config(**overrides)``: a WorkerConfig bound to 127.0.0.1 port 0.
 - ``ServerThread``: ``serve()`` running in its own thread and event loop, so sync
   tritonclient calls and aio clients in the test's loop both work.
-- fixture ``mlp_server``: a ServerThread serving ``MLPEngine`` (max batch 16, 2 ms delay).
+- fixture ``mlp_server``: a ServerThread serving ``MLPEngine`` (max batch 16, 2 ms delay),
+  once per gRPC transport (the compiled one and grpcio).
+- ``require_native()``: skips a native-transport case where it is not built, except in
+  CI (``make test`` builds it; a missing build there is a failure, not a skip).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from infleet_worker import grpc_native
 from infleet_worker.config import WorkerConfig
 from infleet_worker.engine.base import Engine
 from infleet_worker.lifecycle import Worker, serve
@@ -121,7 +126,21 @@ def mlp_engine() -> MLPEngine:
     return MLPEngine()
 
 
-@pytest.fixture
-def mlp_server(mlp_engine: MLPEngine) -> Iterator[ServerThread]:
-    with ServerThread(worker_config(), mlp_engine) as server:
+GRPC_TRANSPORTS = ["native", "grpcio"]
+
+
+def require_native() -> None:
+    if grpc_native.available():
+        return
+    if os.environ.get("CI"):
+        pytest.fail("the compiled gRPC transport is not built (scripts/build_native.sh)")
+    pytest.skip("the compiled gRPC transport is not built (scripts/build_native.sh)")
+
+
+@pytest.fixture(params=GRPC_TRANSPORTS)
+def mlp_server(mlp_engine: MLPEngine, request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    if request.param == "native":
+        require_native()
+    cfg = worker_config(server={"grpcTransport": request.param})
+    with ServerThread(cfg, mlp_engine) as server:
         yield server

@@ -422,6 +422,15 @@ class Endpoint(Spec):
     metrics: str | None = None
 
 
+class GenerationStatus(Spec):
+    kv_capacity_tokens: int | None = Field(
+        default=None, description="Tokens one replica's KV cache holds (blocks x block size)."
+    )
+    context_length: int | None = Field(
+        default=None, description="Context length served (prompt + output), in tokens."
+    )
+
+
 class InferenceDeploymentStatus(Spec):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
@@ -433,6 +442,9 @@ class InferenceDeploymentStatus(Spec):
     gpus_per_pod: int | None = None
     pod_start_seconds: float | None = Field(
         default=None, description="Measured pod create-to-Ready time (autoscaler lead)."
+    )
+    generation: GenerationStatus | None = Field(
+        default=None, description="A generative fleet's capacity, as its pods report it."
     )
     autoscaler: AutoscalerStatus | None = None
 

@@ -164,6 +164,19 @@ PRINTER_COLUMNS = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
     {"name": "Policy", "type": "string", "jsonPath": ".status.autoscaler.policy", "priority": 1},
     {"name": "Reason", "type": "string", "jsonPath": ".status.autoscaler.reason", "priority": 1},
+    # A generative fleet's capacity per replica (-o wide; empty for single-pass fleets).
+    {
+        "name": "KV-Tokens",
+        "type": "integer",
+        "jsonPath": ".status.generation.kvCapacityTokens",
+        "priority": 1,
+    },
+    {
+        "name": "Context",
+        "type": "integer",
+        "jsonPath": ".status.generation.contextLength",
+        "priority": 1,
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from infleet_operator import api, apply, children, events, metrics, status
+from infleet_operator.capacity import CapacityCache
 from infleet_operator.kube import ApiError, Kube
 
 Obj = dict[str, Any]
@@ -104,6 +105,9 @@ class Runtime:
     # autoscaler's replicas, another controller's annotation) leave it as it is.
     owned: dict[Key, str] = field(default_factory=dict)
     drift_delay: float = 1.0
+    # A generative fleet's per-pod KV capacity and context length (status.generation).
+    capacity: CapacityCache = field(default_factory=CapacityCache)
+    capacity_retry: float = 2.0
     _seen_owned: dict[Key, str] = field(default_factory=dict)  # as the last event showed
     _drift: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _pending: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
@@ -148,17 +152,24 @@ class Runtime:
             body = body or self.indices.idep(key)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 return None
-            seen = self.restarts.setdefault(key, {})
-            events.post(body, events.worker_restarts(seen, self.indices.pod_list(key)))
+            seen, pods = self.restarts.setdefault(key, {}), self.indices.pod_list(key)
+            events.post(body, events.worker_restarts(seen, pods))
+            if await self.capacity.update(key, _spec(body), pods):  # status.generation
+                asyncio.get_running_loop().call_later(self.capacity_retry, self.schedule, key)
             for attempt in range(3):
                 new = self.compute(key, body, deployment)
                 old = body.get("status")
                 if not status.changed(old, new):
                     return new
                 md = body["metadata"]
+                # A merge patch removes a field only when told (status.generation of a
+                # fleet that stopped generating).
+                dropped = {
+                    k: None for k in status.OWNED_FIELDS if k in (old or {}) and k not in new
+                }
                 patch = {
                     "metadata": {"resourceVersion": md.get("resourceVersion")},
-                    "status": new,
+                    "status": {**dropped, **new},
                 }
                 try:
                     written = await self.kube.patch_status(
@@ -181,11 +192,8 @@ class Runtime:
             return None
 
     def compute(self, key: Key, body: Obj, deployment: Obj | None = None) -> Obj:
-        spec: api.InferenceDeploymentSpec | None
-        try:
-            spec = api.InferenceDeploymentSpec.model_validate(body.get("spec") or {})
-        except ValidationError:
-            spec = None
+        spec = _spec(body)
+        pods = self.indices.pod_list(key)
         observed = self.generations.get(key)
         if observed is None:
             observed = (body.get("status") or {}).get("observedGeneration")
@@ -193,10 +201,11 @@ class Runtime:
             body,
             spec,
             deployment or self.indices.deployment(key),
-            self.indices.pod_list(key),
+            pods,
             observed_generation=observed,
             now=dt.datetime.now(dt.UTC),
             error=self.errors.get(key),
+            capacity=self.capacity.summary(key, pods),
         )
 
     # -- the reconcile: the spec handlers and drift correction ---------------------------
@@ -281,6 +290,13 @@ class Runtime:
         for task in [*self._pending.values(), *self._drift.values()]:
             task.cancel()
         await self.kube.close()
+
+
+def _spec(body: Obj) -> api.InferenceDeploymentSpec | None:
+    try:
+        return api.InferenceDeploymentSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return None
 
 
 class Timer:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infleet_operator import api, children, naming
+from infleet_operator.generation import generates
 
 Obj = dict[str, Any]
 
@@ -37,6 +38,7 @@ OWNED_FIELDS = (
     "endpoint",
     "gpusPerPod",
     "podStartSeconds",
+    "generation",
 )
 
 
@@ -201,12 +203,15 @@ def compute(
     observed_generation: int | None,
     now: dt.datetime,
     error: tuple[str, str] | None = None,
+    capacity: Obj | None = None,
 ) -> Obj:
     """The operator-owned part of ``status`` (camelCase, as written to the API).
 
     ``observed_generation`` is the generation the operator last applied
     successfully (None: not yet); ``error`` a (reason, message) from a failed
-    reconcile or an invalid spec.
+    reconcile or an invalid spec; ``capacity`` a generative fleet's
+    ``{kvCapacityTokens, contextLength}`` as its pods report them (capacity.py;
+    None: no pod reported yet, the last figures stay).
     """
     md = body.get("metadata") or {}
     current_status = body.get("status") or {}
@@ -316,8 +321,19 @@ def compute(
         "endpoint": endpoint.to_wire() if endpoint else current_status.get("endpoint"),
         "gpusPerPod": gpus if gpus is not None else current_status.get("gpusPerPod"),
         "podStartSeconds": pod_start_seconds(live) or current_status.get("podStartSeconds"),
+        "generation": _generation(spec, capacity, current_status.get("generation")),
     }
     return {k: v for k, v in status.items() if v is not None}
+
+
+def _generation(
+    spec: api.InferenceDeploymentSpec | None, capacity: Obj | None, current: Obj | None
+) -> Obj | None:
+    """A generative fleet's figures: the pods' report, else the last one (scaled to
+    zero, or pods not read yet); none for a single-pass fleet."""
+    if spec is not None and not generates(spec):
+        return None
+    return capacity or current
 
 
 def changed(current: Obj | None, new: Obj) -> bool:

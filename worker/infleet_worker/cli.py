@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from infleet_worker import loops
 from infleet_worker.config import CacheMode, Precision, WorkerConfig
 from infleet_worker.logs import event, setup_logging
 
@@ -71,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--front-ends",
         type=int,
         help="front-end processes (default: one per CPU the pod may use, less one, max 8)",
+    )
+    p.add_argument(
+        "--grpc-transport",
+        choices=["auto", "native", "grpcio"],
+        help="gRPC's transport: native (compiled, Rust), grpcio, or auto (native when built)",
     )
     p.add_argument("--precision", choices=[level.value for level in Precision])
     p.add_argument("--cache-mode", choices=["off", "output", "embedding"])
@@ -146,6 +152,7 @@ def build_config(
     if args.engine_thread:
         _set(doc, "server.engineProcess", False)
     _set(doc, "server.frontEnds", args.front_ends)
+    _set(doc, "server.grpcTransport", args.grpc_transport)
     _set(doc, "engine.precision", args.precision)
     if args.redis_url:
         _set(doc, "cache.redis.url", args.redis_url)
@@ -272,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         setup_logging(
             args.log_format or cfg.server.log_format.value, args.log_level or cfg.server.log_level
         )
-    sys.exit(asyncio.run(run(cfg)))
+    sys.exit(loops.run(run(cfg)))
 
 
 if __name__ == "__main__":

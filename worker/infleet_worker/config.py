@@ -618,6 +618,12 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class GrpcTransport(StrEnum):
+    AUTO = "auto"  # native when built, grpcio otherwise
+    NATIVE = "native"  # the compiled transport (worker/native); an error when not built
+    GRPCIO = "grpcio"  # grpc.aio
+
+
 class ServerSpec(Spec):
     """Process-level settings of one worker (set by the operator, not by users)."""
 
@@ -650,6 +656,11 @@ class ServerSpec(Spec):
         default=None,
         description="Run batches on a thread of the engine core while its loop keeps "
         "reading and answering requests; default: on when the engine runs on a GPU.",
+    )
+    grpc_transport: GrpcTransport = Field(
+        default=GrpcTransport.AUTO,
+        description="gRPC's transport: native (HTTP/2 and framing compiled, in Rust), grpcio, "
+        "or auto (native when built).",
     )
     log_format: LogFormat = LogFormat.TEXT
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from infleet_worker import loops
 from infleet_worker.config import CacheMode, WorkerConfig
 from infleet_worker.core.client import CoreClient
 from infleet_worker.core.state import SharedState
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     cfg = WorkerConfig.from_file(args.config)
     setup_logging(cfg.server.log_format.value, cfg.server.log_level)
-    sys.exit(asyncio.run(run(args)))
+    sys.exit(loops.run(run(args)))
 
 
 if __name__ == "__main__":

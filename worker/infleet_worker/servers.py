@@ -7,14 +7,19 @@ ports and the kernel spread connections over them.
 
 from __future__ import annotations
 
+import logging
 import socket
+from typing import Protocol
 
-import grpc
 from aiohttp import web
 
+from infleet_worker import grpc_native
+from infleet_worker.config import GrpcTransport
 from infleet_worker.grpc_server import build_server
 from infleet_worker.http_server import HttpFrontend
 from infleet_worker.service import InferenceService
+
+log = logging.getLogger("infleet_worker.servers")
 
 
 def bound_port(runner: web.AppRunner) -> int:
@@ -61,6 +66,59 @@ async def start_app(
     return runner
 
 
+class GrpcServing(Protocol):
+    """A started-or-not gRPC server of the inference service, its port bound."""
+
+    port: int
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float | None = None) -> None: ...
+
+
+class GrpcioServer:
+    """grpc.aio (grpcio's C core and its Python layer): the pure-Python transport."""
+
+    def __init__(self, service: InferenceService, host: str, port: int, *, reuse_port: bool):
+        self._server, self.port = build_server(service, host, port, reuse_port=reuse_port)
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self._server.stop(grace=grace)
+
+
+def native_grpc(
+    service: InferenceService, host: str, port: int, *, reuse_port: bool
+) -> grpc_native.NativeGrpcServer:
+    if reuse_port:
+        sock = reuse_port_socket(host, port)
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    try:
+        sock.listen(1024)
+        return grpc_native.NativeGrpcServer(service, sock)
+    finally:
+        sock.close()  # the transport holds its own descriptor
+
+
+def grpc_server(
+    service: InferenceService, host: str, port: int, *, reuse_port: bool = False
+) -> GrpcServing:
+    """The transport server.grpcTransport asks for; ``auto`` is the compiled one when
+    it is built (scripts/build_native.sh), grpcio otherwise."""
+    choice = service.cfg.server.grpc_transport
+    if choice == GrpcTransport.NATIVE or (choice == GrpcTransport.AUTO and grpc_native.available()):
+        return native_grpc(service, host, port, reuse_port=reuse_port)
+    if choice == GrpcTransport.AUTO:
+        log.info("gRPC on grpcio: the compiled transport (infleet_transport) is not built")
+    return GrpcioServer(service, host, port, reuse_port=reuse_port)
+
+
 class Servers:
     """HTTP and gRPC for one service; ports are known after start()."""
 
@@ -70,15 +128,14 @@ class Servers:
         self.http_port = 0
         self.grpc_port = 0
         self._http: web.AppRunner | None = None
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: GrpcServing | None = None
 
     async def start(self, host: str, http_port: int, grpc_port: int) -> None:
         http = HttpFrontend(self.service)
         self._http = await start_app(http.app, host, http_port, reuse_port=self.reuse_port)
         self.http_port = bound_port(self._http)
-        self._grpc, self.grpc_port = build_server(
-            self.service, host, grpc_port, reuse_port=self.reuse_port
-        )
+        self._grpc = grpc_server(self.service, host, grpc_port, reuse_port=self.reuse_port)
+        self.grpc_port = self._grpc.port
         await self._grpc.start()
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -12,17 +12,29 @@ from infleet_operator.scaler.samples import MetricsParseError, WorkerSample, par
 log = logging.getLogger(__name__)
 
 
-async def scrape_one(
-    session: aiohttp.ClientSession, url: str, timeout_s: float
-) -> WorkerSample | None:
+async def fetch_text(session: aiohttp.ClientSession, url: str, timeout_s: float) -> str | None:
+    """One GET of a pod's /metrics; None (logged) when it fails or times out."""
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             if resp.status != 200:
                 log.info("scrape %s: HTTP %s", url, resp.status)
                 return None
-            return parse_worker_metrics(await resp.text())
-    except (TimeoutError, aiohttp.ClientError, MetricsParseError) as exc:
+            return await resp.text()
+    except (TimeoutError, aiohttp.ClientError) as exc:
         log.info("scrape %s failed: %s", url, exc or type(exc).__name__)
+        return None
+
+
+async def scrape_one(
+    session: aiohttp.ClientSession, url: str, timeout_s: float
+) -> WorkerSample | None:
+    text = await fetch_text(session, url, timeout_s)
+    if text is None:
+        return None
+    try:
+        return parse_worker_metrics(text)
+    except MetricsParseError as exc:
+        log.info("scrape %s: %s", url, exc)
         return None
 
 

@@ -82,6 +82,8 @@ class EngineCore:
                 kv_used=lambda: self.blocks.num_blocks - self.blocks.num_free,
                 kv_total=self.blocks.num_blocks,
                 hit_ratio=lambda: self.blocks.hit_tokens / max(1, self.blocks.query_tokens),
+                block_size=opts.block_size,
+                context_length=self.max_model_len,
             )
 
     @property

@@ -85,6 +85,13 @@ class GenerateMetrics:
         self.kv_total = gauge("infleet_generate_kv_blocks", "KV cache blocks in the pool")
         self.kv_used = gauge("infleet_generate_kv_blocks_used", "KV cache blocks in use")
         self.kv_usage = gauge("infleet_generate_kv_cache_usage_ratio", "Used / all KV blocks")
+        # Static after warm-up: the operator reads both into status.generation.
+        self.kv_capacity = gauge(
+            "infleet_generate_kv_capacity_tokens", "Tokens the KV cache holds (blocks x block size)"
+        )
+        self.context_length = gauge(
+            "infleet_generate_context_length_tokens", "Context length served (prompt + output)"
+        )
         self.hit_ratio = gauge(
             "infleet_generate_prefix_cache_hit_ratio",
             "Hit tokens / queried tokens since start (use rate() of the counters for now)",
@@ -102,11 +109,16 @@ class GenerateMetrics:
         kv_used: Callable[[], float],
         kv_total: int,
         hit_ratio: Callable[[], float],
+        *,
+        block_size: int,
+        context_length: int,
     ) -> None:
         """Gauges read live engine state at scrape time."""
         self.running.set_function(running)
         self.waiting.set_function(waiting)
         self.kv_used.set_function(kv_used)
         self.kv_total.set(kv_total)
+        self.kv_capacity.set(kv_total * block_size)
+        self.context_length.set(context_length)
         self.kv_usage.set_function(lambda: kv_used() / kv_total)
         self.hit_ratio.set_function(hit_ratio)

@@ -1,0 +1,159 @@
+//! What crosses between the transport's threads and Python: events (calls that
+//! arrived, stream messages, ends, cancellations) queued for Python, woken through
+//! an eventfd; and the open calls, each waiting for Python's answer.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::body::Outcome;
+use crate::framing::Status;
+
+pub const UNARY: u8 = 0; // a whole unary call: path and its one message
+pub const OPEN: u8 = 1; // a stream opened: path
+pub const MESSAGE: u8 = 2; // a stream's next message
+pub const END: u8 = 3; // the client closed its side of a stream
+pub const CANCEL: u8 = 4; // the client went away (or broke the stream)
+
+pub struct Event {
+    pub call: u64,
+    pub kind: u8,
+    pub path: Option<Arc<str>>,
+    pub payload: Option<Bytes>,
+}
+
+pub enum Call {
+    Unary(oneshot::Sender<Result<Bytes, Status>>),
+    Stream(mpsc::UnboundedSender<Outcome>),
+}
+
+pub struct Shared {
+    events: Mutex<Vec<Event>>,
+    calls: Mutex<HashMap<u64, Call>>,
+    next: AtomicU64,
+    efd: OwnedFd, // closed when the last thread lets go of Shared
+    pub max_receive: usize,
+    pub streaming: Vec<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub fn new(efd: OwnedFd, max_receive: usize, streaming: Vec<String>) -> Self {
+        Self {
+            events: Mutex::new(Vec::new()),
+            calls: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            efd,
+            max_receive,
+            streaming,
+        }
+    }
+
+    pub fn event_fd(&self) -> RawFd {
+        self.efd.as_raw_fd()
+    }
+
+    /// Queue an event for Python; the eventfd turns readable when the queue stops
+    /// being empty (one write per drain, not per event).
+    pub fn push(&self, event: Event) {
+        let mut q = lock(&self.events);
+        let was_empty = q.is_empty();
+        q.push(event);
+        if was_empty {
+            // SAFETY: efd is an eventfd owned by self.
+            unsafe { libc::eventfd_write(self.efd.as_raw_fd(), 1) };
+        }
+    }
+
+    /// Everything queued, and the eventfd reset (under the queue's lock, so a push
+    /// racing with the drain always leaves it readable).
+    pub fn take(&self) -> Vec<Event> {
+        let mut q = lock(&self.events);
+        let mut value: libc::eventfd_t = 0;
+        // SAFETY: as in push; non-blocking, EAGAIN when already 0.
+        unsafe { libc::eventfd_read(self.efd.as_raw_fd(), &mut value) };
+        std::mem::take(&mut *q)
+    }
+
+    /// A new call waiting for its answer; the guard forgets it when the HTTP/2
+    /// stream goes (answered, or the client left).
+    pub fn open(self: &Arc<Self>, call: Call, cancel_event: bool) -> (u64, CallGuard) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.calls).insert(id, call);
+        let guard = CallGuard {
+            shared: self.clone(),
+            id,
+            cancel_event,
+        };
+        (id, guard)
+    }
+
+    /// Python's answer to a unary call; false when the call is gone.
+    pub fn answer(&self, id: u64, result: Result<Bytes, Status>) -> bool {
+        let mut calls = lock(&self.calls);
+        match calls.remove(&id) {
+            Some(Call::Unary(tx)) => tx.send(result).is_ok(),
+            Some(stream @ Call::Stream(_)) => {
+                calls.insert(id, stream);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub fn answer_many(&self, answers: impl Iterator<Item = (u64, Bytes)>) -> usize {
+        let mut calls = lock(&self.calls);
+        let mut delivered = 0;
+        for (id, message) in answers {
+            if let Some(Call::Unary(tx)) = calls.remove(&id) {
+                delivered += usize::from(tx.send(Ok(message)).is_ok());
+            }
+        }
+        delivered
+    }
+
+    /// The next message of a stream, or its end (which forgets the call).
+    pub fn stream_send(&self, id: u64, outcome: Outcome) -> bool {
+        let mut calls = lock(&self.calls);
+        let ends = matches!(outcome, Outcome::End(_));
+        let sent = match calls.get(&id) {
+            Some(Call::Stream(tx)) => tx.send(outcome).is_ok(),
+            _ => false,
+        };
+        if ends {
+            calls.remove(&id);
+        }
+        sent
+    }
+
+    pub fn open_calls(&self) -> usize {
+        lock(&self.calls).len()
+    }
+}
+
+pub struct CallGuard {
+    shared: Arc<Shared>,
+    id: u64,
+    cancel_event: bool,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let gone = lock(&self.shared.calls).remove(&self.id).is_some();
+        if gone && self.cancel_event {
+            self.shared.push(Event {
+                call: self.id,
+                kind: CANCEL,
+                path: None,
+                payload: None,
+            });
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! infleet_transport: the worker's compiled gRPC transport.
+//!
+//! Rust owns the sockets, HTTP/2 and gRPC's message framing on its own threads;
+//! Python owns meaning (decode, validate, cache, batch, encode). Calls reach Python
+//! in bulk: an eventfd turns readable, `take()` returns every event queued since,
+//! and answers go back with one call each (`reply`, `fail`, `send`, `finish`).
+//! Python's side is worker/infleet_worker/grpc_native.py; docs/worker.md, "The
+//! gRPC transport".
+
+mod body;
+mod calls;
+mod framing;
+mod serve;
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use tokio::sync::watch;
+
+use body::Outcome;
+use calls::Shared;
+use framing::Status;
+
+#[pyclass(module = "infleet_transport")]
+struct GrpcServer {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+#[pymethods]
+impl GrpcServer {
+    /// Serve gRPC on a listening TCP socket (its fd is duplicated: the caller may
+    /// close its own). `streaming`: the method paths that are client/server streams;
+    /// every other path is unary.
+    #[new]
+    #[pyo3(signature = (fd, max_receive, streaming, threads = 1))]
+    fn new(
+        fd: RawFd,
+        max_receive: usize,
+        streaming: Vec<String>,
+        threads: usize,
+    ) -> PyResult<Self> {
+        // SAFETY: plain syscalls on descriptors we own from here on.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(PyOSError::new_err(
+                std::io::Error::last_os_error().to_string(),
+            ));
+        }
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            unsafe { libc::close(efd) };
+            return Err(PyOSError::new_err(
+                std::io::Error::last_os_error().to_string(),
+            ));
+        }
+        let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+        let std_listener = unsafe { std::net::TcpListener::from_raw_fd(dup) };
+        std_listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("infleet-grpc")
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        let shared = Arc::new(Shared::new(efd, max_receive, streaming));
+        let (stop, stop_rx) = watch::channel(false);
+        runtime.spawn(serve::accept_loop(listener, shared.clone(), stop_rx));
+        Ok(Self {
+            shared,
+            stop,
+            runtime: Mutex::new(Some(runtime)),
+        })
+    }
+
+    /// Readable when events are queued (for the event loop's add_reader).
+    fn event_fd(&self) -> RawFd {
+        self.shared.event_fd()
+    }
+
+    /// Every queued event as (call, kind, path or None, message or None); kinds are
+    /// UNARY, OPEN, MESSAGE, END, CANCEL.
+    fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = self.shared.take();
+        let list = PyList::empty(py);
+        for e in events {
+            let path = e.path.as_deref().map(|p| p.into_pyobject(py)).transpose()?;
+            let payload = e.payload.as_deref().map(|b| PyBytes::new(py, b));
+            let item = PyTuple::new(
+                py,
+                [
+                    e.call.into_pyobject(py)?.into_any(),
+                    e.kind.into_pyobject(py)?.into_any(),
+                    path.map_or_else(|| py.None().into_bound(py), |p| p.into_any()),
+                    payload.map_or_else(|| py.None().into_bound(py), |p| p.into_any()),
+                ],
+            )?;
+            list.append(item)?;
+        }
+        Ok(list)
+    }
+
+    /// Answer a unary call with its response message; false if the call is gone.
+    fn reply(&self, call: u64, message: PyBackedBytes) -> bool {
+        self.shared.answer(call, Ok(Bytes::from_owner(message)))
+    }
+
+    /// Answer many unary calls at once (one lock, and one wake-up of the transport's
+    /// thread for all of them); returns how many calls were still there.
+    fn reply_many(&self, answers: Vec<(u64, PyBackedBytes)>) -> usize {
+        self.shared.answer_many(
+            answers
+                .into_iter()
+                .map(|(call, message)| (call, Bytes::from_owner(message))),
+        )
+    }
+
+    /// End a unary call with a gRPC status code and message.
+    fn fail(&self, call: u64, code: u32, message: &str) -> bool {
+        self.shared.answer(call, Err(Status::new(code, message)))
+    }
+
+    /// The next response message of a stream.
+    fn send(&self, call: u64, message: PyBackedBytes) -> bool {
+        self.shared
+            .stream_send(call, Outcome::Message(Bytes::from_owner(message)))
+    }
+
+    /// End a stream with a status (0 = OK).
+    fn finish(&self, call: u64, code: u32, message: &str) -> bool {
+        self.shared
+            .stream_send(call, Outcome::End(Status::new(code, message)))
+    }
+
+    /// Calls not answered yet.
+    fn open_calls(&self) -> usize {
+        self.shared.open_calls()
+    }
+
+    /// Stop accepting connections; open connections get GOAWAY and finish the
+    /// calls they have.
+    fn stop_accepting(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Stop everything (calls still open end with UNAVAILABLE).
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let _ = self.stop.send(true);
+        let runtime = self
+            .runtime
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("transport lock poisoned"))?
+            .take();
+        if let Some(rt) = runtime {
+            py.detach(|| rt.shutdown_timeout(Duration::from_secs(2)));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        if let Ok(mut guard) = self.runtime.lock() {
+            if let Some(rt) = guard.take() {
+                rt.shutdown_background();
+            }
+        }
+    }
+}
+
+#[pymodule]
+fn infleet_transport(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<GrpcServer>()?;
+    m.add("UNARY", calls::UNARY)?;
+    m.add("OPEN", calls::OPEN)?;
+    m.add("MESSAGE", calls::MESSAGE)?;
+    m.add("END", calls::END)?;
+    m.add("CANCEL", calls::CANCEL)?;
+    Ok(())
+}
