@@ -42,6 +42,8 @@ def _page(
         kv_used=lambda: float(kv_used),
         kv_total=KV_BLOCKS,
         hit_ratio=lambda: 0.0,
+        block_size=16,
+        context_length=256,
     )
     batch.queue_depth.set(waiting)
     requests.bind_inflight(lambda: float(waiting + running))
