@@ -60,7 +60,10 @@ class Server:
             return e.code, e.read()
 
 
-def start_server(drain: float = 0.0, source: str = "builtin://llama") -> Server:
+def start_server(
+    drain: float = 0.0, source: str = "builtin://llama", params: tuple[str, ...] = ()
+) -> Server:
+    """``params``: more ``--model-param`` values, e.g. ``("maxNumSeqs=4",)``."""
     http, metrics, grpc = free_port(), free_port(), free_port()
     cmd = [
         sys.executable, "-m", "infleet_worker.cli",
@@ -69,6 +72,8 @@ def start_server(drain: float = 0.0, source: str = "builtin://llama") -> Server:
         "--grpc-port", str(grpc), "--device", "cpu", "--drain-seconds", str(drain),
         "--model-param", "maxModelLen=256",
     ]  # fmt: skip
+    for param in params:
+        cmd += ["--model-param", param]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         wait_http_ready(http, proc, timeout=90)

@@ -161,8 +161,8 @@ def test_simulate_a_manifest_on_a_counts_csv(
     assert infleet([*args, "--set", "autoscaling.minReplicas=50"]) == 2
     assert "minReplicas" in capsys.readouterr().err
     cpu = str(ROOT / "manifests" / "examples" / "cpu-minimal.yaml")
-    assert infleet(["simulate", "-f", cpu, "--trace", str(trace)]) == 2
-    assert "--set autoscaling.enabled=true" in capsys.readouterr().err
+    assert infleet(["simulate", "-f", cpu, "--trace", str(trace)]) == 0  # spec.replicas, fixed
+    assert "autoscaling off: spec.replicas=" in capsys.readouterr().out
     on = ["--set", "autoscaling.enabled=true"]
     assert infleet(["simulate", "-f", cpu, "--trace", str(trace), *on]) == 0
 

@@ -259,7 +259,15 @@ class AutoscalingSpec(Spec):
         default=8.0,
         gt=0,
         le=100_000,
-        description="Queued plus in-flight requests each replica should carry.",
+        description="Queued plus in-flight requests each replica should carry (for a "
+        "generative fleet: waiting plus running sequences).",
+    )
+    target_kv_cache_usage: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Generative fleets: KV cache usage at which a replica counts as full; the "
+        "fleet keeps at least the replicas its KV cache in use fills at this usage.",
     )
     predictive: PredictiveSpec = Field(default_factory=PredictiveSpec)
     interval_seconds: int = Field(default=15, ge=1, le=600, description="Decision period.")

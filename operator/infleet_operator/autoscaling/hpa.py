@@ -62,9 +62,11 @@ class HpaPolicy:
         current, ready = obs.current_replicas, obs.ready_replicas
         if ready <= 0:
             return hold(obs, self.bounds, "no ready replicas report metrics")
-        value = (obs.queue_depth or 0.0) if c.metric == "queue" else obs.concurrency
+        raw = (obs.queue_depth or 0.0) if c.metric == "queue" else obs.concurrency
+        value = obs.demand(raw, c.target_per_replica)  # KV cache use, generative fleets
         ratio = value / ready / c.target_per_replica
-        why = f"{c.metric} {value:.0f} over {ready} ready = {value / ready:.1f}/replica"
+        metric = c.metric if value == raw else "KV cache in use, as sequences,"
+        why = f"{metric} {value:.0f} over {ready} ready = {value / ready:.1f}/replica"
         why += f" vs target {c.target_per_replica:g} (ratio {ratio:.2f})"
         rec = self._recommend(value, ratio, current, ready)
         rec = self._stabilize(obs.time, rec, current)

@@ -54,7 +54,7 @@ class KpaPolicy:
         c = self.config
         if not obs.has_data:
             return hold(obs, self.bounds, "metrics missing")
-        self._samples.append((obs.time, obs.concurrency))
+        self._samples.append((obs.time, obs.demand(obs.concurrency, c.target_concurrency)))
         while self._samples and self._samples[0][0] <= obs.time - c.stable_window_s:
             self._samples.popleft()
         if self._last_tick is not None and obs.time - self._last_tick < c.tick_s - 1e-9:

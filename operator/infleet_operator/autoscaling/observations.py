@@ -23,6 +23,12 @@ class Observation:
     completion_rate: float | None = None  # requests/s finished over the same interval
     p99_latency_s: float | None = None
     missing: bool = False
+    # Generative fleets (autoscaling/tokens.py): rates are in generated tokens/s, queue and
+    # in-flight in sequences. One waiting sequence holds ``work_per_request`` units of the
+    # rate (generated tokens per sequence; 1 for single-pass models), and ``memory_load`` is
+    # how many replicas the KV cache in use fills at the target usage (None: not generative).
+    work_per_request: float = 1.0
+    memory_load: float | None = None
 
     @property
     def has_data(self) -> bool:
@@ -36,6 +42,12 @@ class Observation:
     def concurrency(self) -> float:
         """Queued plus in-flight requests (0 when missing)."""
         return (self.queue_depth or 0.0) + (self.in_flight or 0.0)
+
+    def demand(self, value: float, per_replica_target: float) -> float:
+        """``value`` (requests against a per-replica target), or, when the KV cache is the
+        tighter limit of a generative fleet, the requests its memory use is worth: the
+        larger of the two, as Kubernetes' HPA takes the larger of several metrics."""
+        return max(value, (self.memory_load or 0.0) * per_replica_target)
 
 
 @dataclass(frozen=True, slots=True)

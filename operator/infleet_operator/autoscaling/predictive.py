@@ -96,23 +96,29 @@ class PredictivePolicy:
         fast = self._update_fast(obs.time, obs.arrival_rate)
         burst = self._burst_headroom(obs.time, fast)
         rate = max(self.forecaster.forecast(c.lead_s), level)
-        backlog = max(0.0, obs.queue_depth - c.normal_queue_per_replica * obs.ready_replicas)
+        queued = max(0.0, obs.queue_depth - c.normal_queue_per_replica * obs.ready_replicas)
+        backlog = queued * obs.work_per_request  # in the rate's unit (tokens for generation)
         load = rate + backlog / c.drain_horizon_s
         load_up = max(rate, fast) + backlog / c.drain_horizon_s
         per_replica = self.capacity * c.target_utilization / (1.0 + burst)
-        trigger = math.ceil(load_up / per_replica - 1e-9)
-        need_up = math.ceil(load_up * (1 + c.headroom_up) / per_replica - 1e-9)
-        need_down = math.ceil(load * (1 + c.headroom_down) / per_replica - 1e-9)
+        memory = obs.memory_load or 0.0  # replicas' worth of KV cache in use (generation)
+        trigger = _ceil(max(load_up / per_replica, memory))
+        up, down = 1 + c.headroom_up, 1 + c.headroom_down
+        need_up = _ceil(max(load_up * up / per_replica, memory * up))
+        need_down = _ceil(max(load * down / per_replica, memory * down))
         if fast > rate:
             rate = fast  # what the decision below is planning for
         current = obs.current_replicas
+        unit = "req/s" if obs.memory_load is None else "tokens/s"
         why = (
-            f"forecast {rate:.1f} req/s in {c.lead_s:.0f}s (now {level:.1f})"
+            f"forecast {rate:.1f} {unit} in {c.lead_s:.0f}s (now {level:.1f})"
             f" + backlog {backlog:.0f}/{c.drain_horizon_s:.0f}s"
-            f" over {per_replica:.1f} req/s/replica"
+            f" over {per_replica:.1f} {unit}/replica"
         )
         if burst > 0:
             why += f" (burst headroom +{burst:.0%})"
+        if obs.memory_load is not None:
+            why += f"; KV cache in use fills {memory:.1f} replicas at target"
         if trigger > current:
             self._down.clear()
             return bounded(need_up, self.bounds, f"{why} -> up to {need_up}", rate)
@@ -170,3 +176,7 @@ class PredictivePolicy:
         self.capacity = min(
             max(self.capacity + c.capacity_alpha * (sample - self.capacity), lo), hi
         )
+
+
+def _ceil(x: float) -> int:
+    return math.ceil(x - 1e-9)

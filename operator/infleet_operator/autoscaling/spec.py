@@ -11,16 +11,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from infleet_operator.api import AutoscalingSpec, PolicyName
+from infleet_operator.api import AutoscalingSpec, InferenceDeploymentSpec, PolicyName
 from infleet_operator.autoscaling.observations import Decision, Observation
 from infleet_operator.autoscaling.plan import Plan, plan_replicas
 from infleet_operator.autoscaling.policy import Policy
 from infleet_operator.autoscaling.registry import make_policy
+from infleet_operator.autoscaling.tokens import DEFAULT_TOKENS_PER_SEQUENCE, TokenSignal
+from infleet_operator.generation import generates
 
 DEFAULT_LEAD_SECONDS = 60.0  # until the operator has measured a pod start
 # Metrics read through Prometheus are as old as its scrape interval (the chart's
 # ServiceMonitor scrapes every 15 s); scraping pods directly reads them at each decision.
 PROMETHEUS_SCRAPE_SECONDS = 15.0
+# Predictive's prior for a generative fleet, in generated tokens/s per replica, until it
+# has learned the fleet's own (set predictive.capacityPerReplica from `infleet profile`).
+DEFAULT_TOKENS_PER_REPLICA = 1000.0
+
+
+def token_signal(spec: InferenceDeploymentSpec) -> TokenSignal | None:
+    """The token signal of a generative fleet (None: a single-pass model counts requests)."""
+    if not generates(spec):
+        return None
+    per_seq = DEFAULT_TOKENS_PER_SEQUENCE
+    gen = spec.engine.generation
+    if gen is not None and gen.max_tokens is not None:
+        per_seq = min(per_seq, float(gen.max_tokens))
+    return TokenSignal(spec.autoscaling.target_kv_cache_usage, per_seq)
 
 
 def forecast_lead(spec: AutoscalingSpec, measured_pod_start_s: float | None) -> float:
@@ -33,9 +49,10 @@ def forecast_lead(spec: AutoscalingSpec, measured_pod_start_s: float | None) -> 
 
 
 def policy_params(
-    spec: AutoscalingSpec, measured_pod_start_s: float | None
+    spec: AutoscalingSpec, measured_pod_start_s: float | None, tokens: bool = False
 ) -> tuple[str, dict[str, Any]]:
-    """Policy name and the parameters the registry builds it from."""
+    """Policy name and the parameters the registry builds it from (``tokens``: a generative
+    fleet, whose predictive capacity is in generated tokens/s)."""
     params: dict[str, Any] = {
         "min_replicas": spec.min_replicas,
         "max_replicas": spec.max_replicas,
@@ -61,6 +78,8 @@ def policy_params(
         )
         if p.capacity_per_replica is not None:
             params["capacity_per_replica"] = p.capacity_per_replica
+        elif tokens:
+            params["capacity_per_replica"] = DEFAULT_TOKENS_PER_REPLICA
         if p.burst_quantile is not None:
             params.update(burst_quantile=p.burst_quantile, burst_max_headroom=p.max_burst_headroom)
     return spec.policy.value, params
@@ -78,10 +97,13 @@ class LoopSettings:
     lead_s: float
     min_replicas: int
     max_replicas: int
+    tokens: TokenSignal | None = None  # a generative fleet's signal (autoscaling/tokens.py)
 
 
-def loop_settings(spec: AutoscalingSpec, measured_pod_start_s: float | None) -> LoopSettings:
-    name, params = policy_params(spec, measured_pod_start_s)
+def loop_settings(
+    spec: AutoscalingSpec, measured_pod_start_s: float | None, tokens: TokenSignal | None = None
+) -> LoopSettings:
+    name, params = policy_params(spec, measured_pod_start_s, tokens is not None)
     period = float(spec.interval_seconds)
     prometheus = spec.metrics.prometheus_url is not None
     return LoopSettings(
@@ -93,6 +115,7 @@ def loop_settings(spec: AutoscalingSpec, measured_pod_start_s: float | None) -> 
         lead_s=forecast_lead(spec, measured_pod_start_s),
         min_replicas=spec.min_replicas,
         max_replicas=spec.max_replicas,
+        tokens=tokens,
     )
 
 
@@ -104,8 +127,13 @@ class ControlLoop:
         self.policy = policy or make_policy(settings.policy, settings.params)
 
     @classmethod
-    def for_spec(cls, spec: AutoscalingSpec, measured_pod_start_s: float | None) -> ControlLoop:
-        return cls(loop_settings(spec, measured_pod_start_s))
+    def for_spec(
+        cls,
+        spec: AutoscalingSpec,
+        measured_pod_start_s: float | None,
+        tokens: TokenSignal | None = None,
+    ) -> ControlLoop:
+        return cls(loop_settings(spec, measured_pod_start_s, tokens))
 
     def step(self, obs: Observation, *, partial_metrics: bool = False) -> tuple[Decision, Plan]:
         decision = self.policy.decide(obs)

@@ -16,6 +16,7 @@ from infleet_operator.api import AutoscalingSpec
 from infleet_operator.autoscaling.observations import Decision
 from infleet_operator.autoscaling.plan import Plan
 from infleet_operator.autoscaling.spec import ControlLoop, loop_settings
+from infleet_operator.autoscaling.tokens import TokenSignal
 from infleet_operator.scaler.observer import FleetObserver, FleetView
 from infleet_operator.scaler.samples import WorkerSample
 
@@ -45,15 +46,20 @@ class Autoscaler:
     last_scale_time: str | None = None
 
     @classmethod
-    def for_spec(cls, spec: AutoscalingSpec, pod_start_s: float | None) -> Autoscaler:
-        return cls(ControlLoop.for_spec(spec, pod_start_s))
+    def for_spec(
+        cls, spec: AutoscalingSpec, pod_start_s: float | None, tokens: TokenSignal | None = None
+    ) -> Autoscaler:
+        """``tokens``: a generative fleet's signal (autoscaling.spec.token_signal)."""
+        return cls(ControlLoop.for_spec(spec, pod_start_s, tokens), FleetObserver(tokens))
 
     @property
     def policy_name(self) -> str:
         return self.loop.settings.policy
 
-    def matches(self, spec: AutoscalingSpec, pod_start_s: float | None) -> bool:
-        return self.loop.settings == loop_settings(spec, pod_start_s)
+    def matches(
+        self, spec: AutoscalingSpec, pod_start_s: float | None, tokens: TokenSignal | None = None
+    ) -> bool:
+        return self.loop.settings == loop_settings(spec, pod_start_s, tokens)
 
     def tick(
         self,

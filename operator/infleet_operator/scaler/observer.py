@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from infleet_operator.autoscaling.observations import Observation
+from infleet_operator.autoscaling.tokens import TokenLoad, TokenSignal
 from infleet_operator.scaler.samples import WorkerSample
 
 
@@ -33,6 +34,7 @@ class FleetView:
 class FleetObserver:
     """Keeps the previous scrape per pod; one instance per InferenceDeployment."""
 
+    tokens: TokenSignal | None = None  # a generative fleet: observe its token load
     _last: dict[str, _Seen] = field(default_factory=dict)
 
     def observe(
@@ -45,6 +47,7 @@ class FleetObserver:
         answered = {pod: s for pod, s in samples.items() if s is not None}
         arrival_rate = 0.0
         served_rate = 0.0
+        token_rate = 0.0
         rated = 0
         for pod, sample in answered.items():
             prev = self._last.get(pod)
@@ -52,10 +55,12 @@ class FleetObserver:
             if prev is not None and taken > prev.time:
                 d_arr = sample.arrivals_total - prev.sample.arrivals_total
                 d_srv = sample.served_total - prev.sample.served_total
-                if d_arr >= 0 and d_srv >= 0:
+                d_tok = _generated(sample) - _generated(prev.sample)
+                if d_arr >= 0 and d_srv >= 0 and d_tok >= 0:
                     dt = taken - prev.time
                     arrival_rate += d_arr / dt
                     served_rate += d_srv / dt
+                    token_rate += d_tok / dt
                     rated += 1
             self._last[pod] = _Seen(taken, sample)
         for pod in list(self._last):
@@ -77,6 +82,15 @@ class FleetObserver:
         # Extrapolate the pods that did not answer (or have no rate yet) from those that did.
         gauge_scale = expected / len(answered)
         rate_scale = expected / rated
+        if self.tokens is not None:
+            load = _token_load(
+                answered, gauge_scale, arrival_rate * rate_scale, token_rate * rate_scale
+            )
+            if load is None:  # a pod without the generation series: not a token count
+                obs = Observation(now, current_replicas, ready_replicas, missing=True)
+                return FleetView(obs, len(answered), expected, partial=True)
+            obs = self.tokens.observation(now, current_replicas, ready_replicas, load)
+            return FleetView(obs, len(answered), expected, len(answered) < expected)
         obs = Observation(
             time=now,
             current_replicas=current_replicas,
@@ -93,3 +107,28 @@ def _sum_or_none(answered: dict[str, WorkerSample], attr: str, expected: int) ->
     if not answered:
         return None
     return sum(getattr(s, attr) for s in answered.values()) * expected / len(answered)
+
+
+def _generated(sample: WorkerSample) -> float:
+    return sample.generation.generated_total if sample.generation is not None else 0.0
+
+
+def _token_load(
+    answered: dict[str, WorkerSample], scale: float, arrival_rate: float, token_rate: float
+) -> TokenLoad | None:
+    """Gauges summed (and extrapolated like the request gauges); None if a pod lacks them."""
+    gens = [s.generation for s in answered.values()]
+    if any(g is None for g in gens):
+        return None
+    done = [g for g in gens if g is not None]
+    finished = sum(g.finished_total for g in done)
+    return TokenLoad(
+        waiting=sum(g.waiting for g in done) * scale,
+        running=sum(g.running for g in done) * scale,
+        kv_blocks_used=sum(g.kv_blocks_used for g in done),
+        kv_blocks=sum(g.kv_blocks for g in done),
+        arrival_rate=arrival_rate,
+        token_rate=token_rate,
+        # Since each pod started: steadier than one interval's few finished sequences.
+        tokens_per_sequence=sum(g.generated_total for g in done) / finished if finished else None,
+    )

@@ -18,7 +18,12 @@ from typing import Any
 
 import aiohttp
 
-from infleet_operator.scaler.samples import SERVED_OUTCOMES, WorkerSample
+from infleet_operator.scaler.samples import (
+    GENERATE_SERIES,
+    SERVED_OUTCOMES,
+    WorkerSample,
+    generation_sample,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +39,16 @@ _SERIES = {
 STALE_AFTER_S = 60
 
 
-def queries(namespace: str, pods: list[str]) -> dict[str, str]:
+def queries(namespace: str, pods: list[str], generative: bool = False) -> dict[str, str]:
+    """Field -> PromQL; ``generative`` adds the generation series, keyed by series name."""
     sel = f'namespace="{namespace}",pod=~"{"|".join(pods)}"'
     served = "|".join(sorted(SERVED_OUTCOMES))
-    return {
+    out = {
         field: q.format(sel=sel, served=served, stale=STALE_AFTER_S) for field, q in _SERIES.items()
     }
+    if generative:
+        out.update({name: f"sum by (pod) ({name}{{{sel}}})" for name in GENERATE_SERIES})
+    return out
 
 
 def per_pod(result: dict[str, Any]) -> dict[str, float]:
@@ -68,17 +77,20 @@ def assemble(
             served_total=values.get("served_total", {}).get(pod, 0.0),
             ready=True,
             time=values["sample_time"][pod],
+            generation=generation_sample(
+                {name: values[name][pod] for name in GENERATE_SERIES if pod in values.get(name, {})}
+            ),
         )
     return samples
 
 
 async def scrape_prometheus(
-    url: str, namespace: str, targets: dict[str, str], timeout_s: float
+    url: str, namespace: str, targets: dict[str, str], timeout_s: float, generative: bool = False
 ) -> dict[str, WorkerSample | None]:
     pods = sorted(targets)
     if not pods:
         return {}
-    qs = queries(namespace, pods)
+    qs = queries(namespace, pods, generative)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as s:
 

@@ -18,6 +18,7 @@ import kopf
 from pydantic import ValidationError
 
 from infleet_operator import api, apply, children, events, naming, status
+from infleet_operator.autoscaling.spec import token_signal
 from infleet_operator.kube import ApiError
 from infleet_operator.metrics import record_autoscaler
 from infleet_operator.runtime import Runtime
@@ -125,16 +126,17 @@ async def autoscale(
     if deployment is None:
         return
     pod_start = (body.get("status") or {}).get("podStartSeconds")
+    tokens = token_signal(parsed)
     scaler = scalers.get(key)
-    if scaler is None or not scaler.matches(auto, pod_start):
-        scaler = scalers[key] = Autoscaler.for_spec(auto, pod_start)
+    if scaler is None or not scaler.matches(auto, pod_start, tokens):
+        scaler = scalers[key] = Autoscaler.for_spec(auto, pod_start, tokens)
 
     targets = ready_pod_targets(rt.indices.pod_list(key))
     server = children.server_spec(parsed)
     timeout = auto.metrics.scrape_timeout_seconds
     if auto.metrics.prometheus_url:
         samples = await scrape_prometheus(
-            auto.metrics.prometheus_url, namespace or "", targets, timeout
+            auto.metrics.prometheus_url, namespace or "", targets, timeout, tokens is not None
         )
     else:
         samples = await scrape_pods(targets, server.metrics_port, timeout)

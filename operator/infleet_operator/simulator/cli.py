@@ -72,6 +72,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="share of requests at priority"
         " level 1 (highest), 2, ..., e.g. 0.3,0.7; reported per level",
     )
+    gen = "generative fleets, requests the trace does not size:"
+    a("--prompt-tokens", type=int, default=None, help=f"{gen} prompt tokens (128)")
+    a("--output-tokens", type=int, default=None, help=f"{gen} output tokens (maxTokens, 128)")
     a("--plot", default=None, metavar="OUT.png")
     a("--json", action="store_true", help="machine-readable output on stdout")
     g = p.add_argument_group("without -f: compare policies by name on a default spec")
@@ -150,9 +153,10 @@ def _manifest_mode(
     from infleet_operator.simulator.plot import plot_timelines, timeline_of
 
     fleet = with_sets(load_fleet(args.filename, args.name), args.sets)
+    lengths = (args.prompt_tokens, args.output_tokens)
     if args.sweep:
         path, values = rh.sweep_values(args.sweep)
-        runs = rh.sweep(fleet, path, values, trace, profile, base, slo, say)
+        runs = rh.sweep(fleet, path, values, trace, profile, base, slo, say, lengths)
         if args.json:
             json.dump(
                 {
@@ -177,7 +181,8 @@ def _manifest_mode(
             )
             say(f"plot written to {args.plot}")
         return 0
-    run = rh.rehearse(fleet, trace, profile, base, slo)
+    run = rh.rehearse(fleet, trace, profile, base, slo, lengths=lengths)
+    gen = run.result.generation
     if args.json:
         json.dump(
             {
@@ -186,12 +191,14 @@ def _manifest_mode(
                 "policy": run.settings.policy,
                 "params": {k: v for k, v in run.settings.params.items() if k != "rate"},
                 "results": [run.summary.as_dict()],
+                **({"generation": gen.as_dict()} if gen is not None else {}),
             },
             sys.stdout,
             indent=2,
         )
         print()
     else:
+        from infleet_operator.simulator.gen_report import format_gen
         from infleet_operator.simulator.report import (
             format_priorities,
             format_table,
@@ -199,8 +206,10 @@ def _manifest_mode(
         )
 
         print(rh.describe(run, profile))
-        print(f"SLO: {slo}")
+        print(f"SLO: {slo}" + (" (latency: time to first token)" if gen is not None else ""))
         print(format_table([run.summary]))
+        if gen is not None:
+            print(format_gen(gen))
         levels = per_priority(run.result, slo.latency_s)
         if levels:
             print(format_priorities(levels))

@@ -20,6 +20,7 @@ import numpy as np
 
 from infleet_operator.autoscaling import Observation
 from infleet_operator.autoscaling.spec import ControlLoop
+from infleet_operator.simulator.gen_report import GenStats
 from infleet_operator.simulator.service import DEFAULT_TABLE, service_times
 from infleet_operator.simulator.shedding import Shedder, assign_priorities
 from infleet_operator.simulator.streams import Stream, expand
@@ -71,6 +72,7 @@ class SimResult:
     reasons: list[tuple[float, int, int, str]] = field(default_factory=list)  # scale actions
     priority: np.ndarray | None = None  # level per request, when the trace has levels
     refused: np.ndarray | None = None  # True where shedding refused the request
+    generation: GenStats | None = None  # a generative fleet's tokens/s, TTFT and ITL
 
     @property
     def dropped(self) -> int:

@@ -7,6 +7,11 @@ one at a time (KServe v2 JSON; ones for integer inputs, zeros for floats), so
 every size is measured even on an idle worker. Pod start-to-Ready comes from
 the operator's measurement in the InferenceDeployment's status
 (``kubectl get infd NAME -o json > status.json``) or from ``--pod-start-seconds``.
+
+A generating worker (``--generate``): streams completions through it and writes the
+profile's ``generate`` section instead (decode step time per running sequences,
+prefill time per token, KV capacity; :mod:`infleet_operator.simulator.gen_measure`).
+``--batch-sizes`` are then the concurrent streams to measure (default 1,2,4,8).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +61,15 @@ def add_profile_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="sizes to drive (default: powers of 2 up to the model's max batch)",
     )
     p.add_argument("--device", default="", help="recorded in the profile (e.g. 'H100 80GB')")
+    p.add_argument(
+        "--generate",
+        action="store_true",
+        help="a generating worker: measure prefill and decode times and the KV capacity",
+    )
+    p.add_argument("--output-tokens", type=int, default=64, help="with --generate: per request")
+    p.add_argument(
+        "--repeats", type=int, default=8, help="with --generate: requests per stream and size"
+    )
     p.add_argument("-o", "--out", default="profile.json")
     p.set_defaults(func=run_profile)
     return p
@@ -110,6 +125,8 @@ def pod_start_from_status(path: str) -> float:
 
 
 def run_profile(args: argparse.Namespace) -> int:
+    if args.generate:
+        return run_generate_profile(args)
     try:
         if args.drive > 0:
             sizes = [int(x) for x in args.batch_sizes.split(",")] if args.batch_sizes else None
@@ -138,5 +155,34 @@ def run_profile(args: argparse.Namespace) -> int:
     print(
         "to start the live autoscaler from this measurement, put in the manifest:\n"
         f"  autoscaling:\n    predictive:\n      capacityPerReplica: {cap:.1f}"
+    )
+    return 0
+
+
+def run_generate_profile(args: argparse.Namespace) -> int:
+    from infleet_operator.simulator.gen_measure import measure_generate
+
+    sizes = [int(x) for x in args.batch_sizes.split(",")] if args.batch_sizes else [1, 2, 4, 8]
+    try:
+        gen = measure_generate(
+            args.url, args.model, sizes, args.output_tokens, repeats=args.repeats
+        )
+        start = pod_start_from_status(args.status) if args.status else args.pod_start_seconds
+    except (OSError, ValueError, KeyError, urllib.error.URLError) as exc:
+        print(f"infleet profile: {exc}", file=sys.stderr)
+        return 2
+    profile = Profile(model=args.model, device=args.device, source=args.url, generate=gen)
+    if start is not None:
+        profile = replace(profile, pod_start_seconds=float(start))
+    Path(args.out).write_text(profile.to_json())
+    print(f"wrote {args.out}: generation, KV cache {gen.kv_capacity_tokens:,} tokens")
+    for n, secs in gen.decode_table:
+        print(f"  {n:>4} sequences: {secs * 1000:8.2f} ms a step ({n / secs:9.1f} tokens/s)")
+    print(f"  prefill: {gen.prefill_seconds_per_token * 1e6:.1f} us a prompt token")
+    top = gen.decode_table[-1][0]
+    print(
+        "to start the live autoscaler from this measurement, put in the manifest:\n"
+        f"  autoscaling:\n    predictive:\n"
+        f"      capacityPerReplica: {gen.tokens_per_second(top):.0f}  # tokens/s at {top} streams"
     )
     return 0

@@ -11,7 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from infleet_operator.autoscaling.spec import LoopSettings
+from infleet_operator.generation import generates
 from infleet_operator.simulator.fleet import FleetConfig, SimResult, simulate
+from infleet_operator.simulator.gen_fleet import simulate_generation
+from infleet_operator.simulator.gen_scenario import (
+    engine_limits,
+    engine_profile,
+    setup_generation,
+)
 from infleet_operator.simulator.manifest import Fleet, parse_assignment, snippet, with_sets
 from infleet_operator.simulator.profile import Profile
 from infleet_operator.simulator.report import Summary, summarize
@@ -49,6 +56,7 @@ class Run:
     settings: LoopSettings
     result: SimResult
     summary: Summary
+    fixed: bool = False  # autoscaling off in the manifest: spec.replicas, no scaling
 
 
 def rehearse(
@@ -59,19 +67,34 @@ def rehearse(
     slo: Slo,
     label: str = "",
     progress: Callable[[float], None] | None = None,
+    lengths: tuple[int | None, int | None] = (None, None),
 ) -> Run:
-    """Simulate ``fleet``'s manifest exactly as the operator would scale it."""
-    if not fleet.spec.autoscaling.enabled:
-        raise ValueError(
-            f"{fleet.name}: autoscaling is off in this manifest (the operator keeps "
-            f"spec.replicas={fleet.spec.replicas}); try it with --set autoscaling.enabled=true"
-        )
-    config = fleet_for_spec(fleet.spec, profile, base)
-    loop, config = setup_for_spec(fleet.spec.autoscaling, config)
-    result = simulate(trace, loop, config, progress)
-    name = label or fleet.spec.autoscaling.policy.value
+    """Simulate ``fleet``'s manifest exactly as the operator would scale it (a generative
+    fleet: ``lengths`` are the prompt and output tokens of requests the trace leaves open)."""
+    fixed = not fleet.spec.autoscaling.enabled
+    fleet = fixed_if_off(fleet)
+    if generates(fleet.spec):
+        gloop, gen = setup_generation(fleet.spec, profile, base, *lengths)
+        result = simulate_generation(trace, gloop, gen)
+        settings = gloop.settings
+    else:
+        config = fleet_for_spec(fleet.spec, profile, base)
+        loop, config = setup_for_spec(fleet.spec.autoscaling, config)
+        result = simulate(trace, loop, config, progress)
+        settings = loop.settings
+    name = label or ("fixed" if fixed else fleet.spec.autoscaling.policy.value)
     summary = summarize(name, result, slo.latency_s, fleet.gpus_per_pod)
-    return Run(name, fleet, loop.settings, result, summary)
+    return Run(name, fleet, settings, result, summary, fixed)
+
+
+def fixed_if_off(fleet: Fleet) -> Fleet:
+    """Autoscaling off: the operator keeps spec.replicas, so the fleet runs at that size
+    (bounds min = max = replicas); ``--set autoscaling.enabled=true`` rehearses scaling."""
+    if fleet.spec.autoscaling.enabled:
+        return fleet
+    n = max(fleet.spec.replicas, 1)
+    fixed = ("enabled=true", f"minReplicas={n}", f"maxReplicas={n}")
+    return with_sets(fleet, [f"autoscaling.{a}" for a in fixed])
 
 
 def sweep_values(text: str) -> tuple[str, list[object]]:
@@ -94,11 +117,12 @@ def sweep(
     base: FleetConfig,
     slo: Slo,
     say: Callable[[str], None],
+    lengths: tuple[int | None, int | None] = (None, None),
 ) -> list[Run]:
     runs = []
     for v in values:
         variant = with_sets(fleet, [f"{path}={v}"])
-        run = rehearse(variant, trace, profile, base, slo, label=f"{path}={v}")
+        run = rehearse(variant, trace, profile, base, slo, f"{path}={v}", lengths=lengths)
         say(f"  {run.label}: {run.summary.slo_attainment:.2%}, {run.summary.gpu_hours:.2f} GPU-h")
         runs.append(run)
     return runs
@@ -172,10 +196,26 @@ def format_actions(run: Run, limit: int = 12) -> str:
 def describe(run: Run, profile: Profile) -> str:
     s, spec = run.settings, run.fleet.spec
     cap = profile.capacity_per_replica(spec.batching.max_batch_size)
+    what = f"{cap:.1f} req/s per replica at batch {spec.batching.max_batch_size}"
+    source = profile.source
+    if s.tokens is not None and profile.generate is None:
+        source = "no generate section"
+    if s.tokens is not None:
+        running = engine_limits(spec).max_running
+        gen = engine_profile(spec, profile)
+        what = (
+            f"{gen.tokens_per_second(running):.0f} tokens/s per replica at {running} running"
+            f" sequences, KV cache {gen.kv_capacity_tokens:,} tokens"
+        )
+        if profile.generate is None:
+            what += " (assumed: a small model on a mid-range GPU; measure with `infleet profile"
+            what += " --generate`)"
+    scaling = f"{s.policy}, {s.min_replicas}..{s.max_replicas} replicas"
+    if run.fixed:
+        scaling = f"autoscaling off: spec.replicas={s.max_replicas} fixed"
     return (
-        f"fleet {run.fleet.name}: {s.policy}, {s.min_replicas}..{s.max_replicas} replicas,"
+        f"fleet {run.fleet.name}: {scaling},"
         f" decision every {s.decision_period_s:g} s, metrics every {s.scrape_interval_s:g} s,"
         f" lead {s.lead_s:g} s, {run.fleet.gpus_per_pod} GPU(s) per pod\n"
-        f"profile: {profile.source}; {cap:.1f} req/s per replica at batch"
-        f" {spec.batching.max_batch_size}; pod start {profile.pod_start_seconds:g} s"
+        f"profile: {source}; {what}; pod start {profile.pod_start_seconds:g} s"
     )

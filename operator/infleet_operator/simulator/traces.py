@@ -8,7 +8,7 @@ oracle reads the rate, the simulator replays the arrivals.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,10 @@ class Trace:
     arrivals: np.ndarray  # float64 seconds, sorted
     rate: np.ndarray  # expected req/s for each second [0, duration)
     duration: float
+    # Generation, per request (a timestamp CSV's prompt_tokens / output_tokens columns);
+    # None: the simulator takes the fleet spec's defaults.
+    prompt_tokens: np.ndarray | None = None
+    output_tokens: np.ndarray | None = None
 
     @property
     def mean_rate(self) -> float:
@@ -130,7 +134,8 @@ def load_csv(path: str | Path, duration: float | None = None) -> Trace:
 
     Header ``timestamp`` (one row per request, seconds) or ``count`` (requests in
     each second, one row per second; ``rate`` is read the same way). A file with
-    no header is read as timestamps.
+    no header is read as timestamps. With timestamps, a generative fleet's requests
+    may carry ``prompt_tokens`` and ``output_tokens`` columns (either or both).
     """
     with open(path, newline="") as fh:
         rows = [r for r in csv.reader(fh) if r and not r[0].startswith("#")]
@@ -146,7 +151,21 @@ def load_csv(path: str | Path, duration: float | None = None) -> Trace:
             col, kind = header.index(name), name
             break
     values = np.array([float(r[col]) for r in body], dtype=np.float64)
-    return from_values(values, kind, duration, Path(path).name)
+    tokens = {
+        name: np.array([int(float(r[header.index(name)])) for r in body], dtype=np.int64)
+        for name in ("prompt_tokens", "output_tokens")
+        if has_header and name in header and kind in ("timestamp", "time")
+    }
+    if not tokens:
+        return from_values(values, kind, duration, Path(path).name)
+    order = np.argsort(values, kind="stable")
+    trace = from_values(values[order], kind, duration, Path(path).name)
+    kept = {k: v[order][: len(trace.arrivals)] for k, v in tokens.items()}
+    if any((v < 1).any() for v in kept.values()):
+        raise ValueError(f"{path}: prompt_tokens and output_tokens must be >= 1")
+    return replace(
+        trace, prompt_tokens=kept.get("prompt_tokens"), output_tokens=kept.get("output_tokens")
+    )
 
 
 def load_counts(counts: np.ndarray, duration: float | None = None, name: str = "counts") -> Trace:
