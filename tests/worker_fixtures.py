@@ -4,7 +4,7 @@
 - ``ServerThread``: ``serve()`` running in its own thread and event loop, so sync
   tritonclient calls and aio clients in the test's loop both work.
 - fixture ``mlp_server``: a ServerThread serving ``MLPEngine`` (max batch 16, 2 ms delay),
-  once per gRPC transport (the compiled one and grpcio).
+  once per transport (the compiled one; aiohttp and grpcio).
 - ``require_native()``: skips a native-transport case where it is not built, except in
   CI (``make test`` builds it; a missing build there is a failure, not a skip).
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from infleet_worker import grpc_native
+from infleet_worker import native_transport
 from infleet_worker.config import WorkerConfig
 from infleet_worker.engine.base import Engine
 from infleet_worker.lifecycle import Worker, serve
@@ -126,21 +126,21 @@ def mlp_engine() -> MLPEngine:
     return MLPEngine()
 
 
-GRPC_TRANSPORTS = ["native", "grpcio"]
+TRANSPORTS = ["native", "python"]
 
 
 def require_native() -> None:
-    if grpc_native.available():
+    if native_transport.available():
         return
     if os.environ.get("CI"):
-        pytest.fail("the compiled gRPC transport is not built (scripts/build_native.sh)")
-    pytest.skip("the compiled gRPC transport is not built (scripts/build_native.sh)")
+        pytest.fail("the compiled transport is not built (scripts/build_native.sh)")
+    pytest.skip("the compiled transport is not built (scripts/build_native.sh)")
 
 
-@pytest.fixture(params=GRPC_TRANSPORTS)
+@pytest.fixture(params=TRANSPORTS)
 def mlp_server(mlp_engine: MLPEngine, request: pytest.FixtureRequest) -> Iterator[ServerThread]:
     if request.param == "native":
         require_native()
-    cfg = worker_config(server={"grpcTransport": request.param})
+    cfg = worker_config(server={"transport": request.param})
     with ServerThread(cfg, mlp_engine) as server:
         yield server

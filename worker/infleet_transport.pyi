@@ -1,19 +1,29 @@
-# Types of the compiled gRPC transport (worker/native/src/lib.rs).
+# Types of the compiled transport (worker/native/src/lib.rs).
 
 UNARY: int
 OPEN: int
 MESSAGE: int
 END: int
 CANCEL: int
+HTTP: int
 
-class GrpcServer:
+class Server:
     def __init__(
-        self, fd: int, max_receive: int, streaming: list[str], threads: int = 1
+        self,
+        fd: int,
+        protocol: str,
+        max_receive: int,
+        streaming: list[str] = ...,
+        proxy: str | None = None,
+        threads: int = 1,
     ) -> None: ...
     def event_fd(self) -> int: ...
-    def take(self) -> list[tuple[int, int, str | None, bytes | None]]: ...
+    def take(
+        self,
+    ) -> list[tuple[int, int, str | None, bytes | None, tuple[str | None, str | None] | None]]: ...
     def reply(self, call: int, message: bytes) -> bool: ...
     def reply_many(self, answers: list[tuple[int, bytes]]) -> int: ...
+    def respond_many(self, answers: list[tuple[int, int, str, int | None, bytes]]) -> int: ...
     def fail(self, call: int, code: int, message: str) -> bool: ...
     def send(self, call: int, message: bytes) -> bool: ...
     def finish(self, call: int, code: int, message: str) -> bool: ...

@@ -73,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="front-end processes (default: one per CPU the pod may use, less one, max 8)",
     )
     p.add_argument(
-        "--grpc-transport",
-        choices=["auto", "native", "grpcio"],
-        help="gRPC's transport: native (compiled, Rust), grpcio, or auto (native when built)",
+        "--transport",
+        choices=["auto", "native", "python"],
+        help="HTTP and gRPC transport: native (compiled, Rust), python (aiohttp, grpcio), "
+        "or auto (native when built)",
     )
     p.add_argument("--precision", choices=[level.value for level in Precision])
     p.add_argument("--cache-mode", choices=["off", "output", "embedding"])
@@ -151,7 +152,7 @@ def build_config(
     if args.engine_thread:
         _set(doc, "server.engineProcess", False)
     _set(doc, "server.frontEnds", args.front_ends)
-    _set(doc, "server.grpcTransport", args.grpc_transport)
+    _set(doc, "server.transport", args.transport)
     _set(doc, "engine.precision", args.precision)
     if args.redis_url:
         _set(doc, "cache.redis.url", args.redis_url)

@@ -618,10 +618,10 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
-class GrpcTransport(StrEnum):
-    AUTO = "auto"  # native when built, grpcio otherwise
+class Transport(StrEnum):
+    AUTO = "auto"  # native when built, python otherwise
     NATIVE = "native"  # the compiled transport (worker/native); an error when not built
-    GRPCIO = "grpcio"  # grpc.aio
+    PYTHON = "python"  # aiohttp and grpc.aio
 
 
 class ServerSpec(Spec):
@@ -657,10 +657,10 @@ class ServerSpec(Spec):
         description="Run batches on a thread of the engine core while its loop keeps "
         "reading and answering requests; default: on when the engine runs on a GPU.",
     )
-    grpc_transport: GrpcTransport = Field(
-        default=GrpcTransport.AUTO,
-        description="gRPC's transport: native (HTTP/2 and framing compiled, in Rust), grpcio, "
-        "or auto (native when built).",
+    transport: Transport = Field(
+        default=Transport.AUTO,
+        description="HTTP and gRPC transport: native (sockets, HTTP/1.1, HTTP/2 and gRPC "
+        "framing compiled, in Rust), python (aiohttp, grpcio), or auto (native when built).",
     )
     log_format: LogFormat = LogFormat.TEXT
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from infleet_worker.config import CacheMode, WorkerConfig
 from infleet_worker.core.client import CoreClient
 from infleet_worker.core.state import SharedState
+from infleet_worker.heap import settle_heap
 from infleet_worker.logs import event, setup_logging
 from infleet_worker.metrics import RequestMetrics
 from infleet_worker.servers import Servers
@@ -134,6 +135,7 @@ async def run(args: argparse.Namespace) -> int:
 
                 cache = build_cache(cfg, registry, row_independent=signature.row_independent)
             service.bind(signature, client, cache)
+            settle_heap()
             event(log, "frontend_ready", f"front end {args.index} bound to the engine core")
         else:
             connect.cancel()

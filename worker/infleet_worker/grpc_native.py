@@ -24,12 +24,8 @@ from google.protobuf.message import DecodeError, Message
 from tritonclient.grpc import service_pb2 as pb
 
 from infleet_worker.grpc_server import INT32_MAX, GrpcFrontend
+from infleet_worker.native_transport import native
 from infleet_worker.service import InferenceService
-
-try:
-    import infleet_transport as native
-except ImportError:  # not built: the grpcio transport serves instead
-    native = None  # type: ignore[assignment]
 
 log = logging.getLogger("infleet_worker.grpc")
 
@@ -41,10 +37,6 @@ UNKNOWN = grpc.StatusCode.UNKNOWN.value[0]
 CANCELLED = grpc.StatusCode.CANCELLED.value[0]
 
 Handler = Callable[[Any, Any], Awaitable[Message]]
-
-
-def available() -> bool:
-    return native is not None
 
 
 class _Abort(Exception):
@@ -84,13 +76,13 @@ class NativeGrpcServer:
     def __init__(self, service: InferenceService, sock: socket.socket, *, threads: int = 1) -> None:
         if native is None:
             raise RuntimeError(
-                "server.grpcTransport is native but the infleet_transport extension is not "
+                "server.transport is native but the infleet_transport extension is not "
                 "built (scripts/build_native.sh)"
             )
         self.frontend = GrpcFrontend(service)
         self.port = int(sock.getsockname()[1])
         limit = min(service.cfg.server.max_request_bytes, INT32_MAX)
-        self._server = native.GrpcServer(sock.fileno(), limit, [STREAM_PATH], threads)
+        self._server = native.Server(sock.fileno(), "grpc", limit, [STREAM_PATH], None, threads)
         self._methods = _unary_methods(self.frontend)
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams: dict[int, tuple[asyncio.Queue[bytes | None], asyncio.Task[None]]] = {}
@@ -108,7 +100,7 @@ class NativeGrpcServer:
         return task
 
     def _drain(self) -> None:
-        for call, kind, path, payload in self._server.take():
+        for call, kind, path, payload, _headers in self._server.take():
             if kind == native.UNARY:
                 self._spawn(self._unary(call, path or "", payload or b""))
             elif kind == native.OPEN:

@@ -108,7 +108,6 @@ class HttpFrontend:
         return _json(self.service.repository_index())
 
     async def infer(self, request: web.Request) -> web.Response:
-        svc = self.service
         m = request.match_info["model"]
         v = request.match_info.get("version", "")
         if request.content_length is not None and request.content_length > self.max_request_bytes:
@@ -117,17 +116,28 @@ class HttpFrontend:
                 f"request body of {request.content_length} bytes exceeds the limit of "
                 f"{self.max_request_bytes} bytes",
             )
-        svc.check_model(m, v)
+        self.service.check_model(m, v)
         try:
             body = await request.read()
         except RequestPayloadError as e:
             raise invalid(f"cannot read the request body: {e}".replace("\n", " ")) from None
+        out, content_type, hlen = await self.infer_body(
+            m, v, body, request.headers.get("Content-Encoding"), request.headers.get(HEADER_LENGTH)
+        )
+        headers = None if hlen is None else {HEADER_LENGTH: str(hlen)}
+        return web.Response(body=out, content_type=content_type, headers=headers)
+
+    async def infer_body(
+        self, m: str, v: str, body: bytes, encoding: str | None, raw_len: str | None
+    ) -> tuple[bytes, str, int | None]:
+        """One inference from its body and two headers, whichever transport read them:
+        (response body, content type, Inference-Header-Content-Length or None)."""
+        svc = self.service
+        svc.check_model(m, v)
         # The runner has auto_decompress off (aiohttp's own inflater can leave a broken
         # stream unanswered): inflate here, bounded by max_request_bytes.
-        encoding = request.headers.get("Content-Encoding")
         if encoding:
             body = decompress(body, encoding, self.max_request_bytes)
-        raw_len = request.headers.get(HEADER_LENGTH)
         header_length: int | None = None
         if raw_len is not None:
             try:
@@ -140,10 +150,4 @@ class HttpFrontend:
             out, hlen = encode_response(result, req, plan)
         finally:
             result.done()
-        if hlen is None:
-            return web.Response(body=out, content_type=_JSON)
-        return web.Response(
-            body=out,
-            content_type="application/octet-stream",
-            headers={HEADER_LENGTH: str(hlen)},
-        )
+        return out, (_JSON if hlen is None else "application/octet-stream"), hlen

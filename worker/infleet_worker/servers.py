@@ -13,9 +13,11 @@ from typing import Protocol
 
 from aiohttp import web
 
-from infleet_worker import grpc_native
-from infleet_worker.config import GrpcTransport
+from infleet_worker import native_transport
+from infleet_worker.config import Transport
+from infleet_worker.grpc_native import NativeGrpcServer
 from infleet_worker.grpc_server import build_server
+from infleet_worker.http_native import NativeHttpServer
 from infleet_worker.http_server import HttpFrontend
 from infleet_worker.service import InferenceService
 
@@ -66,8 +68,8 @@ async def start_app(
     return runner
 
 
-class GrpcServing(Protocol):
-    """A started-or-not gRPC server of the inference service, its port bound."""
+class Serving(Protocol):
+    """A started-or-not server of one protocol, its port bound."""
 
     port: int
 
@@ -89,9 +91,26 @@ class GrpcioServer:
         await self._server.stop(grace=grace)
 
 
-def native_grpc(
-    service: InferenceService, host: str, port: int, *, reuse_port: bool
-) -> grpc_native.NativeGrpcServer:
+class AiohttpServer:
+    """aiohttp: the pure-Python HTTP transport."""
+
+    def __init__(self, frontend: HttpFrontend, host: str, port: int, *, reuse_port: bool):
+        self.frontend, self.host, self.port, self.reuse_port = frontend, host, port, reuse_port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = await start_app(
+            self.frontend.app, self.host, self.port, reuse_port=self.reuse_port
+        )
+        self.port = bound_port(self._runner)
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     if reuse_port:
         sock = reuse_port_socket(host, port)
     else:
@@ -99,24 +118,17 @@ def native_grpc(
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-    try:
-        sock.listen(1024)
-        return grpc_native.NativeGrpcServer(service, sock)
-    finally:
-        sock.close()  # the transport holds its own descriptor
+    sock.listen(1024)
+    return sock
 
 
-def grpc_server(
-    service: InferenceService, host: str, port: int, *, reuse_port: bool = False
-) -> GrpcServing:
-    """The transport server.grpcTransport asks for; ``auto`` is the compiled one when
-    it is built (scripts/build_native.sh), grpcio otherwise."""
-    choice = service.cfg.server.grpc_transport
-    if choice == GrpcTransport.NATIVE or (choice == GrpcTransport.AUTO and grpc_native.available()):
-        return native_grpc(service, host, port, reuse_port=reuse_port)
-    if choice == GrpcTransport.AUTO:
-        log.info("gRPC on grpcio: the compiled transport (infleet_transport) is not built")
-    return GrpcioServer(service, host, port, reuse_port=reuse_port)
+def use_native(service: InferenceService) -> bool:
+    """server.transport: ``auto`` is the compiled transport when it is built
+    (scripts/build_native.sh), aiohttp and grpcio otherwise."""
+    choice = service.cfg.server.transport
+    if choice == Transport.AUTO and not native_transport.available():
+        log.info("HTTP on aiohttp, gRPC on grpcio: the compiled transport is not built")
+    return choice == Transport.NATIVE or (choice == Transport.AUTO and native_transport.available())
 
 
 class Servers:
@@ -127,21 +139,27 @@ class Servers:
         self.reuse_port = reuse_port
         self.http_port = 0
         self.grpc_port = 0
-        self._http: web.AppRunner | None = None
-        self._grpc: GrpcServing | None = None
+        self._http: Serving | None = None
+        self._grpc: Serving | None = None
 
     async def start(self, host: str, http_port: int, grpc_port: int) -> None:
-        http = HttpFrontend(self.service)
-        self._http = await start_app(http.app, host, http_port, reuse_port=self.reuse_port)
-        self.http_port = bound_port(self._http)
-        self._grpc = grpc_server(self.service, host, grpc_port, reuse_port=self.reuse_port)
-        self.grpc_port = self._grpc.port
+        frontend, reuse = HttpFrontend(self.service), self.reuse_port
+        if use_native(self.service):
+            with listening_socket(host, http_port, reuse_port=reuse) as sock:
+                self._http = NativeHttpServer(frontend, sock)
+            with listening_socket(host, grpc_port, reuse_port=reuse) as sock:
+                self._grpc = NativeGrpcServer(self.service, sock)
+        else:
+            self._http = AiohttpServer(frontend, host, http_port, reuse_port=reuse)
+            self._grpc = GrpcioServer(self.service, host, grpc_port, reuse_port=reuse)
+        await self._http.start()
         await self._grpc.start()
+        self.http_port, self.grpc_port = self._http.port, self._grpc.port
 
     async def stop(self, grace: float = 5.0) -> None:
         if self._grpc is not None:
             await self._grpc.stop(grace=grace)
             self._grpc = None
         if self._http is not None:
-            await self._http.cleanup()
+            await self._http.stop(grace=grace)
             self._http = None

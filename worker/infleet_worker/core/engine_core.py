@@ -43,6 +43,7 @@ from infleet_worker.core.arena import Arena
 from infleet_worker.core.engine_thread import EngineThread
 from infleet_worker.core.state import SharedState
 from infleet_worker.engine.base import Engine, Signature
+from infleet_worker.heap import settle_heap
 from infleet_worker.logs import event, setup_logging
 from infleet_worker.protocol.errors import ErrorKind
 from infleet_worker.tensors import Tensor
@@ -381,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     listener.bind(args.socket)
     listener.listen(256)
     event(log, "core_ready", f"engine core pid {os.getpid()} serving {engine.name}")
+    settle_heap()
     try:
         core.serve(listener)
     finally:

@@ -1,5 +1,6 @@
-//! Response bodies: a unary answer (prefix, message, OK trailers), a stream of
-//! answers ended by a status, or nothing (a trailers-only status in the headers).
+//! Response bodies: whole frames (a gRPC unary answer: prefix, message, OK trailers;
+//! an HTTP answer), a gRPC stream of answers ended by a status, a proxied response,
+//! or nothing (a trailers-only gRPC status in the headers).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -7,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::mpsc;
 
 use crate::calls::CallGuard;
@@ -19,7 +20,7 @@ pub enum Outcome {
     End(Status),
 }
 
-pub enum GrpcBody {
+pub enum ReplyBody {
     Empty,
     Frames(VecDeque<Frame<Bytes>>),
     Stream {
@@ -28,9 +29,15 @@ pub enum GrpcBody {
         done: bool,
         _guard: CallGuard,
     },
+    Proxied(Incoming),
 }
 
-impl GrpcBody {
+impl ReplyBody {
+    /// A whole HTTP body.
+    pub fn full(body: Bytes) -> Self {
+        Self::Frames(VecDeque::from([Frame::data(body)]))
+    }
+
     /// One message and the OK trailers.
     pub fn unary(message: Bytes) -> Self {
         let mut frames = VecDeque::with_capacity(3);
@@ -50,7 +57,7 @@ impl GrpcBody {
     }
 }
 
-impl Body for GrpcBody {
+impl Body for ReplyBody {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -59,9 +66,16 @@ impl Body for GrpcBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
-            GrpcBody::Empty => Poll::Ready(None),
-            GrpcBody::Frames(frames) => Poll::Ready(frames.pop_front().map(Ok)),
-            GrpcBody::Stream {
+            ReplyBody::Empty => Poll::Ready(None),
+            ReplyBody::Frames(frames) => Poll::Ready(frames.pop_front().map(Ok)),
+            // A broken upstream ends the body early (hyper then closes the connection).
+            ReplyBody::Proxied(inner) => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Err(_))) => Poll::Ready(None),
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            ReplyBody::Stream {
                 rx, pending, done, ..
             } => {
                 if let Some(message) = pending.take() {
@@ -92,15 +106,23 @@ impl Body for GrpcBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            GrpcBody::Empty => true,
-            GrpcBody::Frames(frames) => frames.is_empty(),
-            GrpcBody::Stream { done, pending, .. } => *done && pending.is_none(),
+            ReplyBody::Empty => true,
+            ReplyBody::Frames(frames) => frames.is_empty(),
+            ReplyBody::Stream { done, pending, .. } => *done && pending.is_none(),
+            ReplyBody::Proxied(inner) => inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            GrpcBody::Empty => SizeHint::with_exact(0),
+            ReplyBody::Empty => SizeHint::with_exact(0),
+            ReplyBody::Frames(frames) if frames.len() == 1 => match frames.front() {
+                Some(f) => f
+                    .data_ref()
+                    .map_or_else(SizeHint::default, |d| SizeHint::with_exact(d.len() as u64)),
+                None => SizeHint::default(),
+            },
+            ReplyBody::Proxied(inner) => inner.size_hint(),
             _ => SizeHint::default(),
         }
     }

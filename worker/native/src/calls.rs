@@ -18,17 +18,31 @@ pub const OPEN: u8 = 1; // a stream opened: path
 pub const MESSAGE: u8 = 2; // a stream's next message
 pub const END: u8 = 3; // the client closed its side of a stream
 pub const CANCEL: u8 = 4; // the client went away (or broke the stream)
+pub const HTTP: u8 = 5; // an HTTP inference request: path, body, headers
+
+/// The request headers an HTTP inference event carries, in this order.
+pub const HTTP_HEADERS: [&str; 2] = ["content-encoding", "inference-header-content-length"];
 
 pub struct Event {
     pub call: u64,
     pub kind: u8,
     pub path: Option<Arc<str>>,
     pub payload: Option<Bytes>,
+    pub headers: Option<[Option<String>; 2]>,
+}
+
+/// Python's answer to an HTTP request.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub header_length: Option<u64>,
+    pub body: Bytes,
 }
 
 pub enum Call {
     Unary(oneshot::Sender<Result<Bytes, Status>>),
     Stream(mpsc::UnboundedSender<Outcome>),
+    Http(oneshot::Sender<HttpAnswer>),
 }
 
 pub struct Shared {
@@ -37,7 +51,8 @@ pub struct Shared {
     next: AtomicU64,
     efd: OwnedFd, // closed when the last thread lets go of Shared
     pub max_receive: usize,
-    pub streaming: Vec<String>,
+    pub streaming: Vec<String>, // gRPC: the streaming methods' paths
+    pub proxy: Option<std::path::PathBuf>, // HTTP: where requests other than infer go
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -45,7 +60,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(efd: OwnedFd, max_receive: usize, streaming: Vec<String>) -> Self {
+    pub fn new(
+        efd: OwnedFd,
+        max_receive: usize,
+        streaming: Vec<String>,
+        proxy: Option<std::path::PathBuf>,
+    ) -> Self {
         Self {
             events: Mutex::new(Vec::new()),
             calls: Mutex::new(HashMap::new()),
@@ -53,6 +73,7 @@ impl Shared {
             efd,
             max_receive,
             streaming,
+            proxy,
         }
     }
 
@@ -100,8 +121,8 @@ impl Shared {
         let mut calls = lock(&self.calls);
         match calls.remove(&id) {
             Some(Call::Unary(tx)) => tx.send(result).is_ok(),
-            Some(stream @ Call::Stream(_)) => {
-                calls.insert(id, stream);
+            Some(other @ (Call::Stream(_) | Call::Http(_))) => {
+                calls.insert(id, other);
                 false
             }
             None => false,
@@ -114,6 +135,17 @@ impl Shared {
         for (id, message) in answers {
             if let Some(Call::Unary(tx)) = calls.remove(&id) {
                 delivered += usize::from(tx.send(Ok(message)).is_ok());
+            }
+        }
+        delivered
+    }
+
+    pub fn answer_http_many(&self, answers: impl Iterator<Item = (u64, HttpAnswer)>) -> usize {
+        let mut calls = lock(&self.calls);
+        let mut delivered = 0;
+        for (id, answer) in answers {
+            if let Some(Call::Http(tx)) = calls.remove(&id) {
+                delivered += usize::from(tx.send(answer).is_ok());
             }
         }
         delivered
@@ -153,6 +185,7 @@ impl Drop for CallGuard {
                 kind: CANCEL,
                 path: None,
                 payload: None,
+                headers: None,
             });
         }
     }

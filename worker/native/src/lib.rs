@@ -1,52 +1,65 @@
-//! infleet_transport: the worker's compiled gRPC transport.
+//! infleet_transport: the worker's compiled transport.
 //!
-//! Rust owns the sockets, HTTP/2 and gRPC's message framing on its own threads;
-//! Python owns meaning (decode, validate, cache, batch, encode). Calls reach Python
-//! in bulk: an eventfd turns readable, `take()` returns every event queued since,
-//! and answers go back with one call each (`reply`, `fail`, `send`, `finish`).
-//! Python's side is worker/infleet_worker/grpc_native.py; docs/worker.md, "The
-//! gRPC transport".
+//! Rust owns the sockets, HTTP/1.1, HTTP/2 and gRPC's message framing on its own
+//! threads; Python owns meaning (decode, validate, cache, batch, encode). Calls reach
+//! Python in bulk: an eventfd turns readable, `take()` returns every event queued
+//! since, and answers go back in bulk too (`reply_many`, `respond_many`) or one by
+//! one (`reply`, `fail`, `send`, `finish`). Python's side is
+//! worker/infleet_worker/grpc_native.py and http_native.py; docs/worker.md, "The
+//! transports".
 
+mod accept;
 mod body;
 mod calls;
 mod framing;
-mod serve;
+mod grpc;
+mod http;
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use tokio::sync::watch;
 
+use accept::Protocol;
 use body::Outcome;
-use calls::Shared;
+use calls::{HttpAnswer, Shared};
 use framing::Status;
 
 #[pyclass(module = "infleet_transport")]
-struct GrpcServer {
+struct Server {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
 }
 
 #[pymethods]
-impl GrpcServer {
-    /// Serve gRPC on a listening TCP socket (its fd is duplicated: the caller may
-    /// close its own). `streaming`: the method paths that are client/server streams;
-    /// every other path is unary.
+impl Server {
+    /// Serve `protocol` ("grpc" or "http") on a listening TCP socket (its fd is
+    /// duplicated: the caller may close its own). gRPC: `streaming` lists the method
+    /// paths that are streams, every other path is unary. HTTP: inference requests
+    /// come to Python, everything else goes to the HTTP server on the Unix socket
+    /// `proxy`.
     #[new]
-    #[pyo3(signature = (fd, max_receive, streaming, threads = 1))]
+    #[pyo3(signature = (fd, protocol, max_receive, streaming = Vec::new(), proxy = None, threads = 1))]
     fn new(
         fd: RawFd,
+        protocol: &str,
         max_receive: usize,
         streaming: Vec<String>,
+        proxy: Option<std::path::PathBuf>,
         threads: usize,
     ) -> PyResult<Self> {
+        let protocol = match protocol {
+            "grpc" => Protocol::Grpc,
+            "http" => Protocol::Http,
+            other => return Err(PyValueError::new_err(format!("unknown protocol {other:?}"))),
+        };
         // SAFETY: plain syscalls on descriptors we own from here on.
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if efd < 0 {
@@ -73,9 +86,14 @@ impl GrpcServer {
             let _entered = runtime.enter();
             tokio::net::TcpListener::from_std(std_listener)?
         };
-        let shared = Arc::new(Shared::new(efd, max_receive, streaming));
+        let shared = Arc::new(Shared::new(efd, max_receive, streaming, proxy));
         let (stop, stop_rx) = watch::channel(false);
-        runtime.spawn(serve::accept_loop(listener, shared.clone(), stop_rx));
+        runtime.spawn(accept::accept_loop(
+            listener,
+            protocol,
+            shared.clone(),
+            stop_rx,
+        ));
         Ok(Self {
             shared,
             stop,
@@ -88,14 +106,19 @@ impl GrpcServer {
         self.shared.event_fd()
     }
 
-    /// Every queued event as (call, kind, path or None, message or None); kinds are
-    /// UNARY, OPEN, MESSAGE, END, CANCEL.
+    /// Every queued event as (call, kind, path or None, message or None, headers or
+    /// None); kinds are UNARY, OPEN, MESSAGE, END, CANCEL (gRPC) and HTTP, whose
+    /// headers are (Content-Encoding, Inference-Header-Content-Length), each or None.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let events = self.shared.take();
         let list = PyList::empty(py);
         for e in events {
             let path = e.path.as_deref().map(|p| p.into_pyobject(py)).transpose()?;
             let payload = e.payload.as_deref().map(|b| PyBytes::new(py, b));
+            let headers = match e.headers {
+                Some(values) => values.into_pyobject(py)?.into_any(),
+                None => py.None().into_bound(py),
+            };
             let item = PyTuple::new(
                 py,
                 [
@@ -103,6 +126,7 @@ impl GrpcServer {
                     e.kind.into_pyobject(py)?.into_any(),
                     path.map_or_else(|| py.None().into_bound(py), |p| p.into_any()),
                     payload.map_or_else(|| py.None().into_bound(py), |p| p.into_any()),
+                    headers,
                 ],
             )?;
             list.append(item)?;
@@ -123,6 +147,23 @@ impl GrpcServer {
                 .into_iter()
                 .map(|(call, message)| (call, Bytes::from_owner(message))),
         )
+    }
+
+    /// Answer HTTP requests: (call, status, content type, Inference-Header-Content-Length
+    /// or None, body) each; returns how many were still there.
+    #[allow(clippy::type_complexity)]
+    fn respond_many(&self, answers: Vec<(u64, u16, String, Option<u64>, PyBackedBytes)>) -> usize {
+        self.shared.answer_http_many(answers.into_iter().map(
+            |(call, status, content_type, header_length, body)| {
+                let answer = HttpAnswer {
+                    status,
+                    content_type,
+                    header_length,
+                    body: Bytes::from_owner(body),
+                };
+                (call, answer)
+            },
+        ))
     }
 
     /// End a unary call with a gRPC status code and message.
@@ -168,7 +209,7 @@ impl GrpcServer {
     }
 }
 
-impl Drop for GrpcServer {
+impl Drop for Server {
     fn drop(&mut self) {
         if let Ok(mut guard) = self.runtime.lock() {
             if let Some(rt) = guard.take() {
@@ -180,11 +221,12 @@ impl Drop for GrpcServer {
 
 #[pymodule]
 fn infleet_transport(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<GrpcServer>()?;
+    m.add_class::<Server>()?;
     m.add("UNARY", calls::UNARY)?;
     m.add("OPEN", calls::OPEN)?;
     m.add("MESSAGE", calls::MESSAGE)?;
     m.add("END", calls::END)?;
     m.add("CANCEL", calls::CANCEL)?;
+    m.add("HTTP", calls::HTTP)?;
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! Accept connections, speak HTTP/2, turn each gRPC call into events for Python
-//! and Python's answers into responses.
+//! gRPC over HTTP/2: each call becomes events for Python, Python's answers become
+//! responses.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,31 +10,18 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::body::GrpcBody;
+use crate::body::ReplyBody;
 use crate::calls::{Call, Event, Shared, END, MESSAGE, OPEN, UNARY};
 use crate::framing::{Deframer, Encoding, Status, CANCELLED, INTERNAL, UNAVAILABLE};
 
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
-    let mut stopping = stop.clone();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((sock, _)) => {
-                    let _ = sock.set_nodelay(true);
-                    tokio::spawn(serve_connection(sock, shared.clone(), stop.clone()));
-                }
-                // Out of file descriptors and the like: back off, keep serving.
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-            },
-            _ = stopping.changed() => break,
-        }
-    }
-}
-
-async fn serve_connection(sock: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn serve_connection(
+    sock: TcpStream,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
@@ -57,7 +44,7 @@ async fn serve_connection(sock: TcpStream, shared: Arc<Shared>, mut stop: watch:
     let _ = conn.await;
 }
 
-type Answer = Result<Response<GrpcBody>, Infallible>;
+type Answer = Result<Response<ReplyBody>, Infallible>;
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
     if req.method() != Method::POST {
@@ -81,7 +68,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
         return Ok(stream(shared, path, deframer, req.into_body()));
     }
     Ok(match unary(shared, path, deframer, req.into_body()).await {
-        Ok(message) => ok(GrpcBody::unary(message)),
+        Ok(message) => ok(ReplyBody::unary(message)),
         Err(s) => status(s),
     })
 }
@@ -125,6 +112,7 @@ async fn unary(
         kind: UNARY,
         path: Some(path),
         payload: Some(message),
+        headers: None,
     });
     rx.await.unwrap_or_else(|_| {
         Err(Status::new(
@@ -139,7 +127,7 @@ fn stream(
     path: Arc<str>,
     deframer: Deframer,
     body: Incoming,
-) -> Response<GrpcBody> {
+) -> Response<ReplyBody> {
     let (tx, rx) = mpsc::unbounded_channel();
     let (id, guard) = shared.open(Call::Stream(tx), true);
     shared.push(Event {
@@ -147,9 +135,10 @@ fn stream(
         kind: OPEN,
         path: Some(path),
         payload: None,
+        headers: None,
     });
     tokio::spawn(read_stream(shared, id, deframer, body));
-    ok(GrpcBody::stream(rx, guard))
+    ok(ReplyBody::stream(rx, guard))
 }
 
 /// The client's messages of a stream, in order, then END; a broken request ends
@@ -161,6 +150,7 @@ async fn read_stream(shared: Arc<Shared>, id: u64, mut deframer: Deframer, mut b
             kind,
             path: None,
             payload,
+            headers: None,
         })
     };
     while let Some(frame) = body.frame().await {
@@ -185,7 +175,7 @@ async fn read_stream(shared: Arc<Shared>, id: u64, mut deframer: Deframer, mut b
     push(END, None);
 }
 
-fn ok(body: GrpcBody) -> Response<GrpcBody> {
+fn ok(body: ReplyBody) -> Response<ReplyBody> {
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
@@ -197,14 +187,14 @@ fn ok(body: GrpcBody) -> Response<GrpcBody> {
 }
 
 /// A trailers-only response: the status in the headers, no body.
-fn status(s: Status) -> Response<GrpcBody> {
-    let mut resp = ok(GrpcBody::Empty);
+fn status(s: Status) -> Response<ReplyBody> {
+    let mut resp = ok(ReplyBody::Empty);
     resp.headers_mut().extend(s.headers());
     resp
 }
 
-fn plain(code: StatusCode) -> Response<GrpcBody> {
-    let mut resp = Response::new(GrpcBody::Empty);
+fn plain(code: StatusCode) -> Response<ReplyBody> {
+    let mut resp = Response::new(ReplyBody::Empty);
     *resp.status_mut() = code;
     resp
 }
