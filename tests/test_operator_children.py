@@ -105,6 +105,22 @@ def test_config_map_is_the_worker_config() -> None:
     assert cfg.server.drain_seconds == 5.0
 
 
+@pytest.mark.parametrize(
+    ("shedding", "want"),
+    [({}, None), ({"enabled": True}, 2 * 7.0), ({"enabled": True, "queueDepthPerReplica": 3}, 3)],
+)
+def test_shedding_reaches_the_worker(shedding: dict[str, Any], want: float | None) -> None:
+    """overload.shedding becomes the worker's shedQueueDepth (default twice the target
+    queue), the number the simulator sheds at too."""
+    b = body()
+    b["spec"]["autoscaling"] = {
+        "targetQueueDepthPerReplica": 7,
+        "overload": {"shedding": shedding},
+    }
+    text = children.render(b).config_map["data"]["worker.json"]
+    assert WorkerConfig.model_validate(json.loads(text)).server.shed_queue_depth == want
+
+
 def test_gpu_resources_in_requests_and_limits() -> None:
     spec = {
         "model": {"name": "enc", "source": "builtin://mlp"},

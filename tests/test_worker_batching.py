@@ -149,6 +149,49 @@ def test_full_queue_answers_503_and_unavailable_at_once() -> None:
     assert sum(engine.batches) == 5
 
 
+def test_shedding_refuses_the_lower_priority_first() -> None:
+    """shedQueueDepth 2 with 3 levels: while 2 wait, level 2 is refused at once
+    (503, 'shed'), level 1 still queues; at 1 waiting, level 3 is already refused."""
+    engine = MLPEngine()
+    engine.gate = threading.Event()
+    cfg = worker_config(
+        batching={"maxQueueDelayMicroseconds": 0, "maxBatchSize": 1, "priorityLevels": 3},
+        server={"shedQueueDepth": 2},
+    )
+    x = np.zeros((1, IN_FEATURES), np.float32)
+    with ServerThread(cfg, engine) as s, ThreadPoolExecutor(8) as pool:
+
+        def send(priority: int) -> object:
+            with httpclient.InferenceServerClient(s.http_url, network_timeout=30) as c:
+                return c.infer("mlp", [http_input(x)], priority=priority)
+
+        def wait_depth(n: int) -> None:
+            deadline = time.monotonic() + 10
+            while s.worker.batcher.queue_depth < n:  # type: ignore[union-attr]
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+
+        def refused(priority: int) -> str:
+            with pytest.raises(InferenceServerException) as e:
+                send(priority)
+            assert e.value.status() == "503"
+            return str(e.value.message())
+
+        busy = pool.submit(send, 1)
+        assert engine.started.wait(10)  # the engine holds one batch; the queue is empty
+        first = pool.submit(send, 2)  # 0 waiting: even level 3 would queue
+        wait_depth(1)
+        assert "priority level 3 is shed" in refused(3)  # 1 >= 2 / 2
+        second = pool.submit(send, 2)  # 1 < 2: level 2 still queues
+        wait_depth(2)
+        assert "priority level 2 is shed" in refused(2)
+        high = pool.submit(send, 1)  # level 1 is never shed
+        wait_depth(3)
+        engine.gate.set()  # type: ignore[union-attr]
+        for f in (busy, first, second, high):
+            f.result(10)
+
+
 def test_queue_timeout_is_an_error_and_never_runs() -> None:
     engine, server = _gated(maxBatchSize=8)
     with server as s, ThreadPoolExecutor(4) as pool:

@@ -225,6 +225,42 @@ def test_sigterm_under_load_drains_every_accepted_request(tmp_path: Path) -> Non
         w.stop()
 
 
+def test_front_ends_shed_the_low_priority_first(tmp_path: Path) -> None:
+    """--shed-queue-depth 2: with the core busy and requests waiting, priority 2 is
+    refused at once from the shared counters while priority 1 is served."""
+    w = _start(
+        tmp_path, "python://worker_engines:poison", "--model-param", "delay_ms=500",
+        "--max-queue-delay-us", "0", "--max-batch-size", "1", "--priority-levels", "2",
+        "--shed-queue-depth", "2",
+    )  # fmt: skip
+    try:
+        url = f"127.0.0.1:{w.ports['http']}"
+
+        def send(priority: int) -> tuple[float, str]:
+            t0 = time.monotonic()
+            with httpclient.InferenceServerClient(url, network_timeout=60) as c:
+                i = httpclient.InferInput("input", [1, IN_FEATURES], "FP32")
+                i.set_data_from_numpy(_rows(1, priority))
+                try:
+                    c.infer("mlp", [i], priority=priority)
+                    return time.monotonic() - t0, "served"
+                except InferenceServerException as e:
+                    return time.monotonic() - t0, f"{e.status()} {e.message()}"
+
+        with ThreadPoolExecutor(8) as pool:
+            high = [pool.submit(send, 1) for _ in range(4)]  # the core is busy 2 s
+            time.sleep(0.3)  # they are queued: 3 waiting behind one running
+            low = [pool.submit(send, 2) for _ in range(3)]
+            lows = [f.result() for f in low]
+            highs = [f.result() for f in high]
+        assert all(r == "served" for _, r in highs), highs
+        for dt, r in lows:
+            assert r.startswith("503") and "priority level 2 is shed" in r, r
+            assert dt < 0.4, f"refused after {dt:.2f} s: not at once"
+    finally:
+        w.stop()
+
+
 def test_full_queue_is_refused_at_once_by_any_front_end(tmp_path: Path) -> None:
     """The engine core is busy (800 ms batches); beyond maxQueueSize the front ends
     answer 503 at once from the shared counters, without waiting for the core."""

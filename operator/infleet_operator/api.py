@@ -221,7 +221,7 @@ class SheddingSpec(Spec):
 
 class OverloadSpec(Spec):
     """What workers do while new pods start. Modelled by `infleet simulate`; workers enforce
-    it once their batcher supports it (docs/autoscaling.md)."""
+    shedding, not adaptive batching yet (docs/autoscaling.md)."""
 
     adaptive_batching: AdaptiveBatchingSpec = Field(default_factory=AdaptiveBatchingSpec)
     shedding: SheddingSpec = Field(default_factory=SheddingSpec)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infleet_operator import api, generation, naming
+from infleet_operator.autoscaling.spec import shed_queue_depth
 from infleet_worker.config import REDIS_URL_ENV, ServerSpec, WorkerConfig
 
 Obj = dict[str, Any]
@@ -73,7 +74,11 @@ def server_spec(spec: api.InferenceDeploymentSpec) -> ServerSpec:
     prestop = prestop_seconds(spec)
     # Leave at least a couple of seconds of the grace period for in-flight work.
     drain = max(0.0, min(DRAIN_SECONDS, (grace - prestop - 2) / 2))
-    return ServerSpec(drain_seconds=drain, front_ends=spec.front_ends)
+    return ServerSpec(
+        drain_seconds=drain,
+        front_ends=spec.front_ends,
+        shed_queue_depth=shed_queue_depth(spec.autoscaling),
+    )
 
 
 def prestop_seconds(spec: api.InferenceDeploymentSpec) -> int:

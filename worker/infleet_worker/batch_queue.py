@@ -25,6 +25,13 @@ def shape_key(inputs: dict[str, Tensor]) -> ShapeKey:
     return tuple(sorted((n, t.datatype, t.shape[1:]) for n, t in inputs.items()))
 
 
+def shed(level: int, waiting: int, threshold: float | None) -> bool:
+    """Priority shedding (autoscaling.overload.shedding): while ``waiting`` requests
+    queue in this worker, level L >= 2 is refused at ``threshold / (L - 1)`` and more;
+    level 1 never is (the simulator's rule, simulator/shedding.py)."""
+    return threshold is not None and level >= 2 and waiting >= threshold / (level - 1)
+
+
 @dataclass(slots=True, eq=False)
 class Queued:
     """One request waiting for a batch; ``payload`` is the owner's (a future, an id)."""

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 
-from infleet_worker.batch_queue import BatchQueue, Queued
+from infleet_worker.batch_queue import BatchQueue, Queued, shed
 from infleet_worker.batch_run import BatchOutcome, BatchTiming, FatalDeviceError, run_batch
 from infleet_worker.engine.base import Engine, TensorInfo
 from infleet_worker.protocol.errors import ErrorKind, InferError
@@ -38,6 +38,13 @@ def level_of(priority: int, levels: int, default: int) -> int:
 def queue_full(limit: int) -> InferError:
     return InferError(
         ErrorKind.UNAVAILABLE, f"queue is full ({limit} requests waiting); retry later"
+    )
+
+
+def shed_error(level: int, waiting: int) -> InferError:
+    return InferError(
+        ErrorKind.UNAVAILABLE,
+        f"overloaded: priority level {level} is shed while {waiting} requests wait; retry later",
     )
 
 
@@ -66,6 +73,7 @@ class DynamicBatcher:
         priority_levels: int = 1,
         default_priority_level: int = 1,
         default_timeout_us: int = 0,
+        shed_queue_depth: float | None = None,
         outputs: Mapping[str, TensorInfo] | None = None,
         on_batch: Callable[[BatchOutcome], None] | None = None,
         on_fatal: Callable[[str], None] | None = None,
@@ -78,6 +86,7 @@ class DynamicBatcher:
         self.priority_levels = priority_levels
         self.default_priority_level = default_priority_level
         self.default_timeout_us = default_timeout_us
+        self.shed_queue_depth = shed_queue_depth
         self.outputs = outputs
         self.on_batch = on_batch
         self.on_fatal = on_fatal
@@ -112,6 +121,8 @@ class DynamicBatcher:
             raise too_big(rows, self.max_batch_size)
         loop = asyncio.get_running_loop()
         level = level_of(request.priority, self.priority_levels, self.default_priority_level)
+        if shed(level, self.queue.count, self.shed_queue_depth):
+            raise shed_error(level, self.queue.count)
         future: asyncio.Future[Computed] = loop.create_future()
         q = Queued(request.inputs, rows, level, time.perf_counter_ns(), future)
         timeout_us = request.timeout_us or self.default_timeout_us

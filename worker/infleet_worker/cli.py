@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--max-queue-delay-us", type=int)
     p.add_argument("--max-queue-size", type=int)
+    p.add_argument("--priority-levels", type=int)
+    p.add_argument(
+        "--shed-queue-depth",
+        type=float,
+        help="refuse priority level L >= 2 at once while this / (L - 1) requests wait",
+    )
     p.add_argument("--drain-seconds", type=float)
     p.add_argument("--device", choices=["auto", "cuda", "cpu"])
     p.add_argument(
@@ -148,6 +154,8 @@ def build_config(
     _set(doc, "batching.maxBatchSize", args.max_batch_size)
     _set(doc, "batching.maxQueueDelayMicroseconds", args.max_queue_delay_us)
     _set(doc, "batching.maxQueueSize", args.max_queue_size)
+    _set(doc, "batching.priorityLevels", args.priority_levels)
+    _set(doc, "server.shedQueueDepth", args.shed_queue_depth)
     _set(doc, "engine.device", args.device)
     if args.engine_thread:
         _set(doc, "server.engineProcess", False)

@@ -657,6 +657,13 @@ class ServerSpec(Spec):
         description="Run batches on a thread of the engine core while its loop keeps "
         "reading and answering requests; default: on when the engine runs on a GPU.",
     )
+    shed_queue_depth: float | None = Field(
+        default=None,
+        gt=0,
+        description="Priority shedding (the spec's autoscaling.overload.shedding): while "
+        "this many requests wait in the worker, priority level 2 is refused at once (level "
+        "L at this / (L - 1)); level 1 never. None: no shedding.",
+    )
     transport: Transport = Field(
         default=Transport.AUTO,
         description="HTTP and gRPC transport: native (sockets, HTTP/1.1, HTTP/2 and gRPC "

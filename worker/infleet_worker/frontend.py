@@ -105,7 +105,8 @@ async def run(args: argparse.Namespace) -> int:
         args.socket,
         args.index,
         state,
-        max_queue_size=cfg.batching.max_queue_size,
+        cfg.batching,
+        shed_queue_depth=cfg.server.shed_queue_depth,
         arena_bytes=ARENA_BYTES,
     )
     service = InferenceService(

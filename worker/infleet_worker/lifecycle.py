@@ -74,6 +74,7 @@ class Worker:
             priority_levels=b.priority_levels,
             default_priority_level=b.default_priority_level,
             default_timeout_us=b.default_timeout_microseconds,
+            shed_queue_depth=cfg.server.shed_queue_depth,
             outputs={o.name: o for o in signature.outputs},
             on_batch=self._on_batch,
         )

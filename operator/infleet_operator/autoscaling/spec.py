@@ -28,6 +28,16 @@ PROMETHEUS_SCRAPE_SECONDS = 15.0
 DEFAULT_TOKENS_PER_REPLICA = 1000.0
 
 
+def shed_queue_depth(auto: AutoscalingSpec) -> float | None:
+    """overload.shedding: the queue per replica at which priority level 2 is refused
+    (default twice targetQueueDepthPerReplica); None when shedding is off. The worker
+    enforces it (server.shedQueueDepth) and the simulator models it."""
+    shedding = auto.overload.shedding
+    if not shedding.enabled:
+        return None
+    return shedding.queue_depth_per_replica or 2 * auto.target_queue_depth_per_replica
+
+
 def token_signal(spec: InferenceDeploymentSpec) -> TokenSignal | None:
     """The token signal of a generative fleet (None: a single-pass model counts requests)."""
     if not generates(spec):

@@ -17,6 +17,7 @@ from infleet_operator.autoscaling.spec import (
     ControlLoop,
     LoopSettings,
     loop_settings,
+    shed_queue_depth,
 )
 from infleet_operator.simulator.fleet import FleetConfig
 from infleet_operator.simulator.profile import Profile
@@ -56,14 +57,14 @@ def fleet_for_spec(
 
 def with_overload(fleet: FleetConfig, auto: AutoscalingSpec) -> FleetConfig:
     """``spec.autoscaling.overload``: what workers do while new pods start."""
-    adaptive, shed = auto.overload.adaptive_batching, auto.overload.shedding
+    adaptive = auto.overload.adaptive_batching
     target = auto.target_queue_depth_per_replica
     return replace(
         fleet,
         overload_max_batch=adaptive.max_batch_size if adaptive.enabled else 0,
         overload_queue_delay_s=adaptive.max_queue_delay_microseconds / 1e6,
         overload_queue_per_replica=target,
-        shed_queue_per_replica=(shed.queue_depth_per_replica or 2 * target) if shed.enabled else 0,
+        shed_queue_per_replica=shed_queue_depth(auto) or 0,
     )
 
 

@@ -22,8 +22,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from infleet_worker.batch_queue import shed
 from infleet_worker.batch_run import BatchTiming
-from infleet_worker.batcher import queue_full, too_big
+from infleet_worker.batcher import level_of, queue_full, shed_error, too_big
+from infleet_worker.config import BatchingSpec
 from infleet_worker.core import wire
 from infleet_worker.core.arena import Arena
 from infleet_worker.core.state import SharedState
@@ -41,14 +43,17 @@ class CoreClient:
         socket_path: str,
         index: int,
         state: SharedState,
+        batching: BatchingSpec,
         *,
-        max_queue_size: int,
+        shed_queue_depth: float | None = None,
         arena_bytes: int,
     ) -> None:
         self.socket_path = socket_path
         self.index = index
         self.state = state
-        self.max_queue_size = max_queue_size
+        self.max_queue_size = batching.max_queue_size
+        self.levels = (batching.priority_levels, batching.default_priority_level)
+        self.shed_queue_depth = shed_queue_depth
         self.max_batch_size = 0
         self.inputs = Arena.create(arena_bytes, f"infleet-fe{index}-in")
         self.outputs = Arena.create(arena_bytes, f"infleet-fe{index}-out")
@@ -144,8 +149,13 @@ class CoreClient:
     def submit(self, request: InferRequest) -> asyncio.Future[Computed]:
         if not self.connected:
             raise unavailable("the engine core is not available; retry")
-        if self.state.waiting() >= self.max_queue_size:
+        waiting = self.state.waiting()
+        if waiting >= self.max_queue_size:
             raise queue_full(self.max_queue_size)
+        if self.shed_queue_depth is not None:
+            level = level_of(request.priority, *self.levels)
+            if shed(level, waiting, self.shed_queue_depth):
+                raise shed_error(level, waiting)
         rows = request.batch
         if rows > self.max_batch_size > 0:
             raise too_big(rows, self.max_batch_size)
