@@ -11,8 +11,11 @@ Without a GPU it says what it skipped, runs CPU-sized versions of the benches (s
 script itself is tested anywhere) and exits 0.
 
 Needs numpy and pydantic (the engine), pytest (the tests; pytest-timeout for per-test
-timeouts). Missing ones are named; ``--wheels DIR`` installs them from local wheels
-(``pip install --no-index``) into a temporary directory, never from the network.
+timeouts). The serving bench uses the compiled transport when ``build/native`` holds it
+(``scripts/build_native.sh build/native`` here, then carry ``build/native``: the device
+has no crate registry), the Python one otherwise (said in the table's notes). Missing
+modules are named; ``--wheels DIR`` installs them from local wheels (``pip install
+--no-index``) into a temporary directory, never from the network.
 
     python3 bench/gpu_check.py            # or: make gpu-check
 """
@@ -190,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="infleet-gpu-check-") as tmp:
         work = Path(tmp)
         site: list[str] = []
+        if (ROOT / "build" / "native").is_dir():  # a prebuilt compiled transport
+            site.append(str(ROOT / "build" / "native"))
         env = environment(site)
         needed = ["numpy", "pydantic", "tritonclient"]
         needed += ["pytest", "pytest_timeout"] if gpu else []
@@ -235,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(
                 "serving bench NOT RUN: tritonclient is missing for this python (its load "
                 "generator's client; pass --wheels DIR with tritonclient and its needs)"
+            )
+        if any(s.name.startswith("serving bench") for s in steps) and missing_modules(
+            env, ["infleet_transport"]
+        ):
+            notes.append(
+                "serving bench on the Python transport (aiohttp, grpcio): the compiled one is "
+                "not here (scripts/build_native.sh build/native, and carry build/native)"
             )
         for step in steps:
             left = BUDGET_SECONDS - (time.monotonic() - started)
