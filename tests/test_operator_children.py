@@ -121,6 +121,23 @@ def test_shedding_reaches_the_worker(shedding: dict[str, Any], want: float | Non
     assert WorkerConfig.model_validate(json.loads(text)).server.shed_queue_depth == want
 
 
+def test_adaptive_batching_reaches_the_worker() -> None:
+    b = body()
+    b["spec"]["autoscaling"] = {
+        "targetQueueDepthPerReplica": 7,
+        "overload": {"adaptiveBatching": {"enabled": True, "maxBatchSize": 64}},
+    }
+    text = children.render(b).config_map["data"]["worker.json"]
+    cfg = WorkerConfig.model_validate(json.loads(text))
+    a = cfg.server.adaptive_batching
+    assert a is not None and (a.max_batch_size, a.queue_depth) == (64, 7)
+    assert a.max_queue_delay_microseconds == 20_000  # the spec's default
+    assert cfg.engine_max_batch_size == 64  # the engine is built for the larger batch
+    b["spec"]["autoscaling"]["overload"] = {}
+    text = children.render(b).config_map["data"]["worker.json"]
+    assert WorkerConfig.model_validate(json.loads(text)).server.adaptive_batching is None
+
+
 def test_gpu_resources_in_requests_and_limits() -> None:
     spec = {
         "model": {"name": "enc", "source": "builtin://mlp"},

@@ -192,6 +192,45 @@ def test_shedding_refuses_the_lower_priority_first() -> None:
             f.result(10)
 
 
+def test_adaptive_batching_forms_larger_batches_only_while_overloaded() -> None:
+    """maxBatchSize 2; past 3 waiting, batches of up to 8: 9 queued behind a held batch
+    run as 8 + 1 (not 2+2+2+2+1); a client's request stays bounded by 2 rows."""
+    engine = MLPEngine()
+    engine.gate = threading.Event()
+    cfg = worker_config(
+        batching={"maxQueueDelayMicroseconds": 0, "maxBatchSize": 2},
+        server={
+            "adaptiveBatching": {
+                "maxBatchSize": 8, "maxQueueDelayMicroseconds": 0, "queueDepth": 3,
+            }
+        },
+    )  # fmt: skip
+    x = np.random.default_rng(3).standard_normal((10, IN_FEATURES)).astype(np.float32)
+    with ServerThread(cfg, engine) as s, ThreadPoolExecutor(12) as pool:
+
+        def send(k: int) -> np.ndarray:
+            with httpclient.InferenceServerClient(s.http_url, network_timeout=30) as c:
+                return c.infer("mlp", [http_input(x[k : k + 1])]).as_numpy("output")
+
+        busy = pool.submit(send, 0)
+        assert engine.started.wait(10)
+        queued = [pool.submit(send, k) for k in range(1, 10)]
+        deadline = time.monotonic() + 10
+        while s.worker.batcher.queue_depth < 9:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        engine.gate.set()  # type: ignore[union-attr]
+        outs = [busy.result(10)] + [f.result(10) for f in queued]
+        with (
+            httpclient.InferenceServerClient(s.http_url) as c,
+            pytest.raises(InferenceServerException, match="exceeds the model's max_batch_size 2"),
+        ):
+            c.infer("mlp", [http_input(x[:3])])
+    assert engine.batches == [1, 8, 1]  # overloaded: 8; then 1 waiting: back to <= 2
+    for k, out in enumerate(outs):
+        torch.testing.assert_close(torch.from_numpy(out.copy()), forward(engine, x[k : k + 1]))
+
+
 def test_queue_timeout_is_an_error_and_never_runs() -> None:
     engine, server = _gated(maxBatchSize=8)
     with server as s, ThreadPoolExecutor(4) as pool:

@@ -261,6 +261,40 @@ def test_front_ends_shed_the_low_priority_first(tmp_path: Path) -> None:
         w.stop()
 
 
+def test_engine_core_batches_larger_while_overloaded(tmp_path: Path) -> None:
+    """server.adaptiveBatching in the engine core: with 400 ms batches and 12 one-row
+    requests at once, batches grow past maxBatchSize 2 (up to 6) while more than 2 wait;
+    every answer is still the model's."""
+    cfg = tmp_path / "worker.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "model": {"name": "mlp", "source": "python://worker_engines:poison",
+                          "parameters": {"delay_ms": "400"}},
+                "batching": {"maxBatchSize": 2, "maxQueueDelayMicroseconds": 0},
+                "server": {"host": "127.0.0.1", "httpPort": 0, "grpcPort": 0, "metricsPort": 0,
+                           "drainSeconds": 0, "frontEnds": 2,
+                           "adaptiveBatching": {"maxBatchSize": 6,
+                                                "maxQueueDelayMicroseconds": 0,
+                                                "queueDepth": 2}},
+            }
+        )
+    )  # fmt: skip
+    w = WorkerProcess("--config", str(cfg), cwd=tmp_path)
+    try:
+        w.wait_ready()
+        jobs = [("http" if k % 2 else "grpc", _rows(1, 100 + k)) for k in range(12)]
+        with ThreadPoolExecutor(12) as pool:
+            outs = list(pool.map(lambda j: _infer(w, *j), jobs))
+        for (_, x), out in zip(jobs, outs, strict=True):
+            np.testing.assert_allclose(out, _reference(x), rtol=1e-5, atol=1e-6)
+        with urllib.request.urlopen(f"http://127.0.0.1:{w.ports['http']}/v2/models/stats") as r:
+            sizes = {b["batch_size"] for b in json.load(r)["model_stats"][0]["batch_stats"]}
+        assert max(sizes) > 2 and max(sizes) <= 6, sizes
+    finally:
+        w.stop()
+
+
 def test_full_queue_is_refused_at_once_by_any_front_end(tmp_path: Path) -> None:
     """The engine core is busy (800 ms batches); beyond maxQueueSize the front ends
     answer 503 at once from the shared counters, without waiting for the core."""

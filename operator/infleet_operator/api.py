@@ -220,8 +220,8 @@ class SheddingSpec(Spec):
 
 
 class OverloadSpec(Spec):
-    """What workers do while new pods start. Modelled by `infleet simulate`; workers enforce
-    shedding, not adaptive batching yet (docs/autoscaling.md)."""
+    """What workers do while new pods start: modelled by `infleet simulate`, enforced by
+    every worker (docs/autoscaling.md)."""
 
     adaptive_batching: AdaptiveBatchingSpec = Field(default_factory=AdaptiveBatchingSpec)
     shedding: SheddingSpec = Field(default_factory=SheddingSpec)

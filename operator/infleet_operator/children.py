@@ -15,7 +15,7 @@ from typing import Any
 
 from infleet_operator import api, generation, naming
 from infleet_operator.autoscaling.spec import shed_queue_depth
-from infleet_worker.config import REDIS_URL_ENV, ServerSpec, WorkerConfig
+from infleet_worker.config import REDIS_URL_ENV, AdaptiveBatching, ServerSpec, WorkerConfig
 
 Obj = dict[str, Any]
 
@@ -78,6 +78,20 @@ def server_spec(spec: api.InferenceDeploymentSpec) -> ServerSpec:
         drain_seconds=drain,
         front_ends=spec.front_ends,
         shed_queue_depth=shed_queue_depth(spec.autoscaling),
+        adaptive_batching=adaptive_batching(spec.autoscaling),
+    )
+
+
+def adaptive_batching(auto: api.AutoscalingSpec) -> AdaptiveBatching | None:
+    """overload.adaptiveBatching for the worker: overloaded past the target queue per
+    replica, as the simulator reads it (simulator/scenario.with_overload)."""
+    a = auto.overload.adaptive_batching
+    if not a.enabled:
+        return None
+    return AdaptiveBatching(
+        max_batch_size=a.max_batch_size,
+        max_queue_delay_microseconds=a.max_queue_delay_microseconds,
+        queue_depth=auto.target_queue_depth_per_replica,
     )
 
 

@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from infleet_worker.config import WorkerConfig
 from infleet_worker.tensors import Tensor
 
 ShapeKey = tuple[tuple[str, str, tuple[int, ...]], ...]
@@ -30,6 +31,38 @@ def shed(level: int, waiting: int, threshold: float | None) -> bool:
     queue in this worker, level L >= 2 is refused at ``threshold / (L - 1)`` and more;
     level 1 never is (the simulator's rule, simulator/shedding.py)."""
     return threshold is not None and level >= 2 and waiting >= threshold / (level - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Overload:
+    """Adaptive batching (autoscaling.overload.adaptiveBatching) in one worker: while
+    more than ``depth`` requests wait, batches of up to ``max_batch_size`` rows are
+    formed after up to ``delay_ns``: latency traded for throughput until new pods are
+    Ready (the simulator's rule, simulator/fleet.py)."""
+
+    max_batch_size: int
+    delay_ns: int
+    depth: float
+
+
+def overload_of(cfg: WorkerConfig, engine_max_batch_size: int) -> Overload | None:
+    """server.adaptiveBatching, within what the engine was built for."""
+    a = cfg.server.adaptive_batching
+    if a is None:
+        return None
+    rows = a.max_batch_size
+    if engine_max_batch_size > 0:
+        rows = min(rows, engine_max_batch_size)
+    return Overload(rows, a.max_queue_delay_microseconds * 1000, a.queue_depth)
+
+
+def batch_limits(
+    waiting: int, normal: tuple[int, int], overload: Overload | None
+) -> tuple[int, int]:
+    """(max rows, max delay ns) for the next batch."""
+    if overload is not None and waiting > overload.depth:
+        return overload.max_batch_size, overload.delay_ns
+    return normal
 
 
 @dataclass(slots=True, eq=False)

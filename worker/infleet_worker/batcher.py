@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 
-from infleet_worker.batch_queue import BatchQueue, Queued, shed
+from infleet_worker.batch_queue import BatchQueue, Overload, Queued, batch_limits, shed
 from infleet_worker.batch_run import BatchOutcome, BatchTiming, FatalDeviceError, run_batch
 from infleet_worker.engine.base import Engine, TensorInfo
 from infleet_worker.protocol.errors import ErrorKind, InferError
@@ -74,6 +74,7 @@ class DynamicBatcher:
         default_priority_level: int = 1,
         default_timeout_us: int = 0,
         shed_queue_depth: float | None = None,
+        overload: Overload | None = None,
         outputs: Mapping[str, TensorInfo] | None = None,
         on_batch: Callable[[BatchOutcome], None] | None = None,
         on_fatal: Callable[[str], None] | None = None,
@@ -87,6 +88,8 @@ class DynamicBatcher:
         self.default_priority_level = default_priority_level
         self.default_timeout_us = default_timeout_us
         self.shed_queue_depth = shed_queue_depth
+        self.normal = (max_batch_size, max_queue_delay_us * 1000)
+        self.overload = overload
         self.outputs = outputs
         self.on_batch = on_batch
         self.on_fatal = on_fatal
@@ -147,6 +150,8 @@ class DynamicBatcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            limits = batch_limits(self.queue.count, self.normal, self.overload)
+            self.queue.max_batch_size, self.max_queue_delay_ns = limits
             if not self.queue.full() and self.max_queue_delay_ns > 0:
                 wait_ns = head.enqueued_ns + self.max_queue_delay_ns - time.perf_counter_ns()
                 if wait_ns > 0:

@@ -618,6 +618,18 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class AdaptiveBatching(Spec):
+    """The spec's autoscaling.overload.adaptiveBatching for one worker (the operator
+    sets it): while more than ``queueDepth`` requests wait, batches of up to
+    ``maxBatchSize`` rows after up to ``maxQueueDelayMicroseconds``. The engine is
+    built and warmed for that size; clients' requests stay bounded by
+    batching.maxBatchSize."""
+
+    max_batch_size: int = Field(ge=1, le=4096)
+    max_queue_delay_microseconds: int = Field(ge=0, le=10_000_000)
+    queue_depth: float = Field(gt=0)
+
+
 class Transport(StrEnum):
     AUTO = "auto"  # native when built, python otherwise
     NATIVE = "native"  # the compiled transport (worker/native); an error when not built
@@ -657,6 +669,9 @@ class ServerSpec(Spec):
         description="Run batches on a thread of the engine core while its loop keeps "
         "reading and answering requests; default: on when the engine runs on a GPU.",
     )
+    adaptive_batching: AdaptiveBatching | None = Field(
+        default=None, description="Larger, later batches while overloaded; None: off."
+    )
     shed_queue_depth: float | None = Field(
         default=None,
         gt=0,
@@ -691,6 +706,13 @@ class WorkerConfig(Spec):
     @classmethod
     def from_file(cls, path: str | Path) -> WorkerConfig:
         return cls.model_validate(json.loads(Path(path).read_text()))
+
+    @property
+    def engine_max_batch_size(self) -> int:
+        """The batch the engine is built and warmed for: the batcher's, or the larger
+        one adaptive batching forms while the worker is overloaded."""
+        adaptive = self.server.adaptive_batching
+        return max(self.batching.max_batch_size, adaptive.max_batch_size if adaptive else 0)
 
 
 def check_engine_vs_batching(engine: EngineSpec, batching: BatchingSpec) -> None:

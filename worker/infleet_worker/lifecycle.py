@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from infleet_worker.batch_queue import overload_of
 from infleet_worker.batch_run import BatchOutcome
 from infleet_worker.batcher import DynamicBatcher
 from infleet_worker.cache.base import ResultCache
@@ -75,6 +76,7 @@ class Worker:
             default_priority_level=b.default_priority_level,
             default_timeout_us=b.default_timeout_microseconds,
             shed_queue_depth=cfg.server.shed_queue_depth,
+            overload=overload_of(cfg, engine.max_batch_size),
             outputs={o.name: o for o in signature.outputs},
             on_batch=self._on_batch,
         )

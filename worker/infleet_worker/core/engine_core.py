@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
-from infleet_worker.batch_queue import BatchQueue, Queued
+from infleet_worker.batch_queue import BatchQueue, Queued, batch_limits, overload_of
 from infleet_worker.batch_run import BatchOutcome, FatalDeviceError, run_batch
 from infleet_worker.batcher import level_of
 from infleet_worker.config import WorkerConfig
@@ -88,6 +88,8 @@ class EngineCore:
         if engine.max_batch_size > 0:
             self.max_batch_size = min(self.max_batch_size, engine.max_batch_size)
         self.delay_ns = b.max_queue_delay_microseconds * 1000
+        self.normal = (self.max_batch_size, self.delay_ns)
+        self.overload = overload_of(cfg, engine.max_batch_size)
         self.queue = BatchQueue(self.max_batch_size, b.priority_levels)
         self.outputs = {o.name: o for o in engine.outputs}
         self.registry = CollectorRegistry()
@@ -255,6 +257,7 @@ class EngineCore:
             elif error is not None:
                 raise error
             self._complete(batch, future.result())
+        self._adapt()
         head = self.queue.head()
         if (
             head is not None
@@ -272,6 +275,19 @@ class EngineCore:
                 self._complete(batch, outcome)
         self.state.queue_depth = self.queue.count
         self._flush()
+
+    def _adapt(self) -> None:
+        """Adaptive batching: larger, later batches while the queue is past its depth."""
+        rows, self.delay_ns = batch_limits(self.queue.count, self.normal, self.overload)
+        if rows != self.queue.max_batch_size:
+            self.queue.max_batch_size = rows
+            state = "overloaded" if rows != self.normal[0] else "back to normal"
+            event(
+                log,
+                "adaptive_batching",
+                f"{state}: {self.queue.count} waiting; batches up to {rows} rows after "
+                f"up to {self.delay_ns // 1000} us",
+            )
 
     def _expire(self, now: int) -> None:
         while self.deadlines and self.deadlines[0][0] <= now:

@@ -71,7 +71,7 @@ def build_torch_engine(
         raise ModelLoadError(f"{spec.source}: {exc}") from exc
     except Exception as exc:
         raise ModelLoadError(f"{spec.source}: cannot cast to {precision}: {exc}") from exc
-    max_batch = cfg.batching.max_batch_size
+    max_batch = cfg.engine_max_batch_size  # adaptive batching's, when larger
     buckets = normalize_buckets(effective_batch_buckets(engine_spec, cfg.batching), max_batch)
     runner = ModelRunner(
         view, device, compute_dtype(precision, device), buckets, engine_spec.cuda_graphs
@@ -97,7 +97,7 @@ def adopt_engine(
     """An Engine a factory built: served under the config's name, version and batch size."""
     engine.name, engine.version = cfg.model.name, cfg.model.version
     if not getattr(engine, "max_batch_size", 0):
-        engine.max_batch_size = cfg.batching.max_batch_size
+        engine.max_batch_size = cfg.engine_max_batch_size
     if inputs:
         engine.inputs = inputs
     if outputs:

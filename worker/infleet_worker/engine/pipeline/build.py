@@ -119,7 +119,7 @@ def build_pipeline(
     devices = stage_devices(n, device)
     wanted = user_balance(view.module, len(blocks), n)
     balance = wanted if isinstance(wanted, list) else balance_by_params(blocks, n)
-    max_batch = cfg.batching.max_batch_size
+    max_batch = cfg.engine_max_batch_size  # adaptive batching's, when larger
     buckets = normalize_buckets(effective_batch_buckets(engine_spec, cfg.batching), max_batch)
     dtype = compute_dtype(precision, device)
     stages = place(blocks, balance, devices, precision)
