@@ -229,7 +229,7 @@ def test_front_ends_shed_the_low_priority_first(tmp_path: Path) -> None:
     """--shed-queue-depth 2: with the core busy and requests waiting, priority 2 is
     refused at once from the shared counters while priority 1 is served."""
     w = _start(
-        tmp_path, "python://worker_engines:poison", "--model-param", "delay_ms=500",
+        tmp_path, "python://worker_engines:poison", "--model-param", "delay_ms=800",
         "--max-queue-delay-us", "0", "--max-batch-size", "1", "--priority-levels", "2",
         "--shed-queue-depth", "2",
     )  # fmt: skip
@@ -248,8 +248,11 @@ def test_front_ends_shed_the_low_priority_first(tmp_path: Path) -> None:
                     return time.monotonic() - t0, f"{e.status()} {e.message()}"
 
         with ThreadPoolExecutor(8) as pool:
-            high = [pool.submit(send, 1) for _ in range(4)]  # the core is busy 2 s
-            time.sleep(0.3)  # they are queued: 3 waiting behind one running
+            high = [pool.submit(send, 1) for _ in range(4)]  # the core is busy 3.2 s
+            deadline = time.monotonic() + 10
+            while _metric(w, "infleet_queue_depth{") < 3:  # 3 waiting behind one running
+                assert time.monotonic() < deadline, "the high-priority requests never queued"
+                time.sleep(0.02)
             low = [pool.submit(send, 2) for _ in range(3)]
             lows = [f.result() for f in low]
             highs = [f.result() for f in high]
