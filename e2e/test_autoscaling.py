@@ -9,19 +9,25 @@ minReplicas without failing a single request; status and Events must tell it.
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from kubernetes import client
 
 from fleet.endpoints import EndpointWatcher
 from fleet.operator import OperatorProcess, install_operator_prereqs
-from fleet.sim_to_real import Track, compare, replay, sim_track
+from fleet.recorder import RECORD_S, StatusRecorder
+from fleet.sim_to_real import (
+    compare,
+    decision_phase,
+    real_track,
+    replay,
+    sim_track,
+    stamp_seconds,
+    start_delays,
+)
 from fleet.traffic import FleetTraffic, ramp_schedule
 from infleet_operator.simulator.profile import Profile, table_from_statistics
 from infleet_operator.simulator.profile_cli import fetch_statistics
@@ -80,50 +86,6 @@ def ns(cluster: Any) -> Iterator[str]:
     core.delete_namespace(name)
 
 
-RECORD_S = 0.25  # how often the test reads status: the resolution of the times it sees
-
-
-class StatusRecorder:
-    """Samples status every RECORD_S: (t, queueDepth, readyReplicas, desiredReplicas)."""
-
-    def __init__(self, custom: Any, ns: str, name: str, t0: float | None = None) -> None:
-        self.custom, self.ns, self.name = custom, ns, name
-        self.samples: list[tuple[float, float | None, int, int | None]] = []
-        self.pod_start: list[float] = []  # status.podStartSeconds as it was published
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.t0 = time.monotonic() if t0 is None else t0
-
-    def _run(self) -> None:
-        while not self._stop.wait(RECORD_S):
-            try:
-                obj = self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, self.ns, PLURAL, self.name
-                )
-            except Exception:
-                continue
-            st = obj.get("status") or {}
-            auto = st.get("autoscaler") or {}
-            if st.get("podStartSeconds") is not None:
-                self.pod_start.append(float(st["podStartSeconds"]))
-            self.samples.append(
-                (
-                    time.monotonic() - self.t0,
-                    auto.get("queueDepth"),
-                    int(st.get("readyReplicas") or 0),
-                    auto.get("desiredReplicas"),
-                )
-            )
-
-    def __enter__(self) -> StatusRecorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 def _scaled_events(core: Any, ns: str, name: str) -> list[str]:
     evs = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
     return [e.message for e in evs.items if e.reason == "Scaled"]
@@ -154,7 +116,11 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
     watcher = EndpointWatcher(api, ns, f"{name}-headless").start()
     traffic = FleetTraffic(lambda: watcher.addresses, "synthetic", port=8000)
     try:
-        with StatusRecorder(custom, ns, name, t0=traffic.stats.t0) as rec:
+
+        def serving() -> int:
+            return len(watcher.addresses)
+
+        with StatusRecorder(custom, ns, name, traffic.stats.t0, serving) as rec:
             asyncio.run(traffic.run(ramp_schedule(RAMP), RAMP[-1][0]))
 
             # Scale-down to minReplicas once traffic has stopped.
@@ -219,24 +185,36 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
     profile = Profile(table, pod_start, "synthetic", "cpu (synthetic)", f"http://{worker}:8000")
     (tmp_path / "profile.json").write_text(profile.to_json())
     (tmp_path / "arrivals.csv").write_text("count\n" + "\n".join(map(str, counts)) + "\n")
-    real = Track(
-        np.array([t for t, *_ in rec.samples]),
-        np.array([d if d is not None else MIN for *_, d in rec.samples], dtype=np.float64),
-        end,
-    )
-    simulated = replay(name, SPEC, counts, end, profile, initial=MIN)
-    result = compare(real, sim_track(simulated, MIN))
-    print(f"sim-to-real (profile {profile.to_json()}):\n{result.report()}")
-    # Tolerances: replica-seconds within 15%, peak within 1, and the time the fleet was
-    # first asked for each count within four decision periods (plus the resolution at
-    # which this test sees status). Issue 16 asks for one period; on this 2-core box the
-    # gaps seen over 5 runs were 0.2-2.6 s below the peak and 1.6-5.8 s for the step to
-    # it (the ramp's plateau sits near that threshold; real decisions use rate() over
-    # scraped counters, the simulator exact counts), so one period is not held yet.
+    # Both sides compare the same event: the desired count written at a decision. The real
+    # one from the operator's own record (status.autoscaler.history, stamped when it decided,
+    # to the millisecond), the simulated one on the operator's clock: its timer decides on a
+    # fixed grid whose phase is read from the decision instants seen in this run. Each new
+    # pod starts serving in the simulation as long after its decision as it did here.
     period = SPEC["autoscaling"]["intervalSeconds"]
+    history = auto["history"]
+    assert history[0]["fromReplicas"] == MIN, history  # the record covers the whole run
+    real = real_track(history, rec.wall_at_t0, MIN, end)
+    instants = [stamp_seconds(d, rec.wall_at_t0) for d in rec.decisions]
+    phase = decision_phase([t for t in instants if 0 <= t <= end], period)
+    delays = start_delays(history, rec.wall_at_t0, rec.serving)
+    simulated = replay(name, SPEC, stats.send_times, end, profile, MIN, phase, delays)
+    result = compare(real, sim_track(simulated, MIN))
+    print(
+        f"sim-to-real (profile {profile.to_json()}; decision phase {phase:.2f}s of {period}s"
+        f" from {len(instants)} decisions seen; pod starts {[round(d, 1) for d in delays]} s"
+        f"):\n{result.report()}"
+    )
+    # Tolerances: replica-seconds within 15%, peak within 1 (issue 16's), and the time the
+    # fleet was first asked for each count within four decision periods. Issue 16 asks for
+    # one: with the clocks, arrivals, pod starts and the compared event now the same on both
+    # sides, 8 runs gave gaps of 0-0.1 s for 2 replicas (2.0 once), 0-4.1 s for 3 and
+    # 0-6.1 s for 4: misses of whole decisions, either way. Near each threshold the forecast sits
+    # within noise of it for several decisions, and what the profile does not model decides
+    # which one (a worker's queue spiking to 239, live throughput ~7% under the batch
+    # statistics' so a lower learnt capacity). docs/autoscaling.md, Sim-to-real.
     assert result.cost_error <= 0.15, result.report()
     assert abs(result.real_peak - result.sim_peak) <= 1, result.report()
-    assert result.worst_scale_up_gap() <= 4 * period + RECORD_S, result.report()
+    assert result.worst_scale_up_gap() <= 4 * period, result.report()
 
     # The autoscaler's writes are its own field manager's: never drift to correct.
     assert "edited outside the operator" not in operator.text()

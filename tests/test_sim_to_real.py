@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fleet.sim_to_real import Track, compare, replay, sim_track
+from fleet.sim_to_real import (
+    Track,
+    compare,
+    decision_phase,
+    real_track,
+    replay,
+    sim_track,
+    stamp_seconds,
+    start_delays,
+)
 from infleet_operator.simulator.profile import Profile
 
 SPEC = {
@@ -33,8 +42,8 @@ def test_track_integrates_steps_and_finds_first_times() -> None:
 def test_a_replay_matches_itself_and_a_late_fleet_does_not() -> None:
     rng = np.random.default_rng(3)
     counts = [int(rng.poisson(10 + 160 * min(max(s - 10, 0) / 60, 1))) for s in range(90)]
-    counts += [0] * 60
-    sim = sim_track(replay("s", SPEC, counts, 150.0, PROFILE, initial=1), 1)
+    times = np.concatenate([s + np.sort(rng.random(n)) for s, n in enumerate(counts)])
+    sim = sim_track(replay("s", SPEC, times.tolist(), 150.0, PROFILE, 1, 2.0), 1)
     assert int(sim.desired.max()) >= 3
     same = compare(sim, sim)
     assert same.cost_error == 0 and same.worst_scale_up_gap() == 0
@@ -42,3 +51,40 @@ def test_a_replay_matches_itself_and_a_late_fleet_does_not() -> None:
     off = compare(late, sim)
     assert off.worst_scale_up_gap() == pytest.approx(5.0)
     assert "first asked for 2" in off.report()
+
+
+def test_the_replay_decides_on_the_operators_phase() -> None:
+    times = np.arange(0.0, 30.0, 0.05).tolist()
+    result = replay("s", SPEC, times, 30.0, PROFILE, initial=1, phase=0.7)
+    assert result.ticks[:3, 0] == pytest.approx([0.7, 2.7, 4.7])
+
+
+def test_decision_phase_is_the_grid_the_instants_sit_on() -> None:
+    assert decision_phase([0.4, 2.38, 4.45, 10.4], 2.0) == pytest.approx(0.41, abs=0.01)
+    # Around the wrap: instants just before and just after a multiple of the period.
+    assert decision_phase([3.95, 6.05, 8.0], 2.0) == pytest.approx(2.0, abs=0.01)
+    with pytest.raises(ValueError):
+        decision_phase([], 2.0)
+
+
+def test_real_track_reads_the_operators_history_stamps() -> None:
+    t0 = stamp_seconds("2026-11-30T15:00:00.000Z", 0.0)
+    history = [
+        {"time": "2026-11-30T15:00:31.360Z", "fromReplicas": 1, "toReplicas": 2},
+        {"time": "2026-11-30T15:00:52.500Z", "fromReplicas": 2, "toReplicas": 4},
+        {"time": "2026-11-30T15:01:40.000Z", "fromReplicas": 4, "toReplicas": 1},
+    ]
+    tr = real_track(history, t0, 1, 120.0)
+    assert tr.first_reached() == pytest.approx({2: 31.36, 3: 52.5, 4: 52.5})
+    assert tr.replica_seconds() == pytest.approx(31.36 + 2 * 21.14 + 4 * 47.5 + 20.0)
+
+
+def test_start_delays_run_from_each_decision_to_the_pod_taking_traffic() -> None:
+    history = [
+        {"time": "1970-01-01T00:00:10.000Z", "fromReplicas": 1, "toReplicas": 3},
+        {"time": "1970-01-01T00:00:30.000Z", "fromReplicas": 3, "toReplicas": 4},
+        {"time": "1970-01-01T00:01:00.000Z", "fromReplicas": 4, "toReplicas": 2},
+    ]
+    serving = [(5.0, 1), (14.0, 2), (19.5, 3), (31.0, 3), (36.0, 4), (61.0, 3)]
+    assert start_delays(history, 0.0, serving) == pytest.approx((4.0, 9.5, 6.0))
+    assert start_delays(history, 0.0, serving[:3]) == pytest.approx((4.0, 9.5))

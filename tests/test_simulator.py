@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 
 from infleet_operator.simulator.cli import main
-from infleet_operator.simulator.fleet import FleetConfig, simulate
+from infleet_operator.simulator.fleet import FleetConfig, FleetSim, simulate
 from infleet_operator.simulator.report import summarize
 from infleet_operator.simulator.scenario import setup_policy
 from infleet_operator.simulator.streams import expand
-from infleet_operator.simulator.traces import load_csv, synthetic
+from infleet_operator.simulator.traces import load_counts, load_csv, synthetic
 
 
 @pytest.mark.parametrize("lb", ["least-queue", "round-robin"])
@@ -73,3 +74,31 @@ def test_cli_short_run_json(capsys: pytest.CaptureFixture[str], tmp_path) -> Non
     data = json.loads(capsys.readouterr().out)
     assert {r["policy"] for r in data["results"]} == {"hpa", "kpa", "predictive", "oracle"}
     assert out.stat().st_size > 0
+
+
+class _ReadyTimes(FleetSim):
+    """Notes when each replica became Ready."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.ready_at: dict[int, float] = {}
+
+    def _ready(self, r: Any, now: float) -> None:
+        self.ready_at.setdefault(r.rid, now)
+        super()._ready(r, now)
+
+
+def test_a_live_runs_pod_starts_and_decision_phase_are_replayed() -> None:
+    trace = load_counts(np.linspace(10, 400, 300), name="ramp")
+    fleet = FleetConfig(
+        start_delay_s=30, start_delays=(7.0, 11.0), tick_phase_s=0.5, initial_replicas=1
+    )
+    sim = _ReadyTimes(trace, *setup_policy("predictive", trace, fleet, max_replicas=20))
+    result = sim.run()
+    assert result.ticks[:2, 0] == pytest.approx([0.5, 0.5 + sim.cfg.tick_s])
+    ups = sorted(
+        (r.created, sim.ready_at[r.rid] - r.created) for r in sim.replicas if r.created >= 0
+    )
+    assert len(ups) >= 3
+    assert [d for _, d in ups[:2]] == pytest.approx([7.0, 11.0])
+    assert 24.0 <= ups[2][1] <= 36.0  # then the profile's start, with its jitter

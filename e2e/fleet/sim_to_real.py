@@ -1,15 +1,22 @@
 """Sim-to-real: replay a live autoscaling run's arrivals through the simulator and compare.
 
-The live run records its offered load (requests sent per second) and the
-replicas the autoscaler asked for over time; the simulator replays the same
-per-second counts through the same manifest, with the profile measured in
-the same run (batch service times from a worker's statistics, pod start from
-status.podStartSeconds). Compared: replica-seconds, peak replicas, and the
-time the fleet was first asked for each replica count on the way up.
+The live run records its offered load (each request's send time) and the
+operator's decisions (status.autoscaler: each scale's history entry and every
+lastDecision seen, stamped to the millisecond when the decision was taken);
+the simulator replays the same arrivals through the same manifest,
+with the profile measured in the same run (batch service times from a worker's
+statistics, the forecast lead from status.podStartSeconds), the operator's
+decision phase (its timer decides on a fixed grid; the simulator ticks on that
+grid) and each new pod's start as it happened (decision -> taking traffic).
+Compared, both sides the same event, the desired replica count written at a
+decision: replica-seconds, peak replicas, and when each count was first asked
+for on the way up.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,7 +26,7 @@ from infleet_operator.simulator.fleet import FleetConfig, SimResult
 from infleet_operator.simulator.manifest import validated
 from infleet_operator.simulator.profile import Profile
 from infleet_operator.simulator.rehearse import Slo, rehearse
-from infleet_operator.simulator.traces import Trace, load_counts
+from infleet_operator.simulator.traces import Trace
 
 
 @dataclass(frozen=True)
@@ -68,12 +75,62 @@ class Comparison:
             f"peak replicas real {self.real_peak} sim {self.sim_peak}",
         ]
         for k, (a, b) in sorted(self.scale_ups.items()):
-            lines.append(f"  first asked for {k}: real t={_t(a)} sim t={_t(b)}")
+            gap = f" (gap {abs(a - b):.1f}s)" if a is not None and b is not None else ""
+            lines.append(f"  first asked for {k}: real t={_t(a)} sim t={_t(b)}{gap}")
         return "\n".join(lines)
 
 
 def _t(x: float | None) -> str:
     return "never" if x is None else f"{x:.1f}s"
+
+
+def stamp_seconds(stamp: str, wall_at_t0: float) -> float:
+    """An operator timestamp (RFC 3339, UTC) as seconds since traffic started."""
+    when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return when.timestamp() - wall_at_t0
+
+
+def real_track(history: list[dict[str, Any]], wall_at_t0: float, initial: int, end: float) -> Track:
+    """The operator's scale decisions (status.autoscaler.history) as a step series."""
+    times = [stamp_seconds(h["time"], wall_at_t0) for h in history]
+    desired = [float(initial), *(float(h["toReplicas"]) for h in history)]
+    return Track(np.array([0.0, *times]), np.array(desired), end)
+
+
+def start_delays(
+    history: list[dict[str, Any]], wall_at_t0: float, serving: list[tuple[float, int]]
+) -> tuple[float, ...]:
+    """Scale decision -> the new pod taking traffic, for each pod the scale-ups asked for.
+
+    Not status.podStartSeconds (pod created -> Ready, to the second): the
+    controllers' lag before the pod exists and the endpoints' after it is Ready
+    count too, and they vary (4-10 s in one run where podStartSeconds said 2-4 s).
+    """
+    out: list[float] = []
+    for h in history:
+        if h["toReplicas"] <= h["fromReplicas"]:
+            continue
+        at = stamp_seconds(h["time"], wall_at_t0)
+        for k in range(int(h["fromReplicas"]) + 1, int(h["toReplicas"]) + 1):
+            up = next((t for t, n in serving if t >= at and n >= k), None)
+            if up is None:
+                return tuple(out)
+            out.append(up - at)
+    return tuple(out)
+
+
+def decision_phase(instants: Iterable[float], period: float) -> float:
+    """When, in (0, period], the operator's first decision after traffic start fell.
+
+    The circular mean of the decision instants modulo the period: the timer
+    decides on a fixed grid, each decision within a wake's jitter of it.
+    """
+    angles = np.array([2 * np.pi * (t % period) / period for t in instants])
+    if not len(angles):
+        raise ValueError("no decision instants recorded")
+    mean = float(np.angle(np.exp(1j * angles).mean()))
+    phase = (mean % (2 * np.pi)) / (2 * np.pi) * period
+    return phase if phase > 1e-9 else period
 
 
 def sim_track(result: SimResult, initial: int) -> Track:
@@ -93,11 +150,25 @@ def compare(real: Track, sim: Track) -> Comparison:
     )
 
 
+def live_trace(send_times: Sequence[float], duration: float) -> Trace:
+    """The run's own arrivals: each request's send time, seconds since traffic started."""
+    arrivals = np.sort(np.asarray(send_times, dtype=np.float64))
+    arrivals = arrivals[(arrivals >= 0) & (arrivals < duration)]
+    rate = np.bincount(arrivals.astype(np.int64), minlength=int(duration))[: int(duration)]
+    return Trace("live", arrivals, rate.astype(np.float64), duration)
+
+
 def replay(
-    name: str, spec: dict[str, Any], counts: list[int], duration: float, profile: Profile,
-    initial: int, seed: int = 0,
+    name: str, spec: dict[str, Any], send_times: Sequence[float], duration: float,
+    profile: Profile, initial: int, phase: float, delays: tuple[float, ...] = (), seed: int = 0,
 ) -> SimResult:  # fmt: skip
-    """The simulator's run of the same manifest on the same per-second arrivals."""
-    trace: Trace = load_counts(np.asarray(counts, dtype=np.float64), duration, name="live")
-    base = replace(FleetConfig(seed=seed), initial_replicas=initial, start_jitter=0.0)
+    """The simulator's run of the same manifest on the same arrivals, clock and pod starts."""
+    base = replace(
+        FleetConfig(seed=seed),
+        initial_replicas=initial,
+        start_jitter=0.0,
+        start_delays=delays,
+        tick_phase_s=phase,
+    )
+    trace = live_trace(send_times, duration)
     return rehearse(validated(name, spec), trace, profile, base, Slo()).result

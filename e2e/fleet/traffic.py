@@ -53,12 +53,15 @@ class TrafficStats:
     t0: float = field(default_factory=time.monotonic)
     seconds: dict[int, SecondStats] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    send_times: list[float] = field(default_factory=list)  # seconds since t0, each request
 
     def _bucket(self, now: float) -> SecondStats:
         return self.seconds.setdefault(int(now - self.t0), SecondStats())
 
     def sent(self) -> None:
-        self._bucket(time.monotonic()).sent += 1
+        now = time.monotonic()
+        self._bucket(now).sent += 1
+        self.send_times.append(now - self.t0)
 
     def done(self, latency: float, error: str | None) -> None:
         b = self._bucket(time.monotonic())

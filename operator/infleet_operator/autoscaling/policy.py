@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from infleet_operator.autoscaling.observations import Bounds, Decision, Observation
 
@@ -14,3 +14,11 @@ class Policy(Protocol):
     bounds: Bounds
 
     def decide(self, obs: Observation) -> Decision: ...
+
+
+@runtime_checkable
+class Leads(Protocol):
+    """A policy that plans one pod start ahead, and can move that lead in place (the
+    measured pod start changes as pods become Ready) without losing what it learnt."""
+
+    def set_lead(self, lead_s: float) -> None: ...

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from infleet_operator.autoscaling.bursts import RiseQuantile
@@ -83,6 +83,11 @@ class PredictivePolicy:
         return cls(
             build_config(PredictiveConfig, params, "target_utilization"), bounds_from(params)
         )
+
+    def set_lead(self, lead_s: float) -> None:
+        """A new measured pod start: plan that far ahead from now on, keeping what was learnt."""
+        self.config = replace(self.config, lead_s=lead_s)
+        self.rises.lead_s = max(lead_s, 1.0)
 
     def decide(self, obs: Observation) -> Decision:
         if not obs.has_data:

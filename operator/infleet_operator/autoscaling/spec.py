@@ -8,13 +8,13 @@ parameters, same decision period, bounds, stabilisation and step limits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from infleet_operator.api import AutoscalingSpec, InferenceDeploymentSpec, PolicyName
 from infleet_operator.autoscaling.observations import Decision, Observation
 from infleet_operator.autoscaling.plan import Plan, plan_replicas
-from infleet_operator.autoscaling.policy import Policy
+from infleet_operator.autoscaling.policy import Leads, Policy
 from infleet_operator.autoscaling.registry import make_policy
 from infleet_operator.autoscaling.tokens import DEFAULT_TOKENS_PER_SEQUENCE, TokenSignal
 from infleet_operator.generation import generates
@@ -144,6 +144,26 @@ class ControlLoop:
         tokens: TokenSignal | None = None,
     ) -> ControlLoop:
         return cls(loop_settings(spec, measured_pod_start_s, tokens))
+
+    def retune(self, settings: LoopSettings) -> bool:
+        """Take ``settings`` without losing the policy's state, when only the lead changed.
+
+        The measured pod start (the lead) moves each time a pod becomes Ready; a
+        rebuild then would restart the forecaster and the rates on every scale-up.
+        False: something else changed, build a new loop.
+        """
+        old, lead = self.settings, settings.params.get("lead_s")
+        params = settings.params
+        if lead is not None:
+            params = {**params, "lead_s": old.params.get("lead_s")}
+        if replace(settings, lead_s=old.lead_s, params=params) != old:
+            return False
+        if lead is not None and lead != old.params.get("lead_s"):
+            if not isinstance(self.policy, Leads):
+                return False
+            self.policy.set_lead(float(lead))
+        self.settings = settings
+        return True
 
     def step(self, obs: Observation, *, partial_metrics: bool = False) -> tuple[Decision, Plan]:
         decision = self.policy.decide(obs)

@@ -33,7 +33,9 @@ class TickOutcome:
 
 
 def _now_iso(wall: datetime | None) -> str:
-    return (wall or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in UTC to the millisecond: when the decision was taken, to well within a tick."""
+    t = (wall or datetime.now(UTC)).astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 @dataclass
@@ -60,6 +62,13 @@ class Autoscaler:
         self, spec: AutoscalingSpec, pod_start_s: float | None, tokens: TokenSignal | None = None
     ) -> bool:
         return self.loop.settings == loop_settings(spec, pod_start_s, tokens)
+
+    def adopt(
+        self, spec: AutoscalingSpec, pod_start_s: float | None, tokens: TokenSignal | None = None
+    ) -> bool:
+        """Follow a new measured pod start in place; False: the spec changed, rebuild."""
+        settings = loop_settings(spec, pod_start_s, tokens)
+        return settings == self.loop.settings or self.loop.retune(settings)
 
     def tick(
         self,

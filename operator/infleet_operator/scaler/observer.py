@@ -2,9 +2,15 @@
 
 Rates need two scrapes of the same pod; a pod seen for the first time, or whose
 counters went backwards (a restart), contributes its gauges but no rate until
-its next scrape. A failed scrape is *missing*, never zero: pods that failed are
-extrapolated from the ones that answered, and the tick is marked partial so
-the actuator refuses to scale down on it.
+its next scrape. One exception: a pod that *joined* since the previous tick
+(a pod name never scraped before) is scraped directly (pod mode) and has
+served only since it became Ready, after that tick: its counters, which start
+at zero, are its arrivals over the interval. Extrapolating the old pods
+instead would count the new pod's share twice over (x3/2 on a 2 -> 3 join: the
+old pods carried the whole load for most of the interval). A failed scrape is
+*missing*, never zero: pods that failed are extrapolated from the ones that
+answered, and the tick is marked partial so the actuator refuses to scale down
+on it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from dataclasses import dataclass, field
 from infleet_operator.autoscaling.observations import Observation
 from infleet_operator.autoscaling.tokens import TokenLoad, TokenSignal
 from infleet_operator.scaler.samples import WorkerSample
+
+FORGET_S = 3600.0  # pod names remembered this long after their last scrape
 
 
 @dataclass(slots=True)
@@ -36,6 +44,8 @@ class FleetObserver:
 
     tokens: TokenSignal | None = None  # a generative fleet: observe its token load
     _last: dict[str, _Seen] = field(default_factory=dict)
+    _previous: float | None = None  # the last tick's time
+    _known: dict[str, float] = field(default_factory=dict)  # pod -> last tick it was scraped
 
     def observe(
         self,
@@ -52,6 +62,8 @@ class FleetObserver:
         for pod, sample in answered.items():
             prev = self._last.get(pod)
             taken = now if sample.time is None else sample.time
+            if prev is None and sample.time is None:
+                prev = self._joined(pod)
             if prev is not None and taken > prev.time:
                 d_arr = sample.arrivals_total - prev.sample.arrivals_total
                 d_srv = sample.served_total - prev.sample.served_total
@@ -66,6 +78,10 @@ class FleetObserver:
         for pod in list(self._last):
             if pod not in samples:  # pod is gone
                 del self._last[pod]
+        self._previous = now
+        self._known.update(dict.fromkeys(samples, now))
+        for pod in [p for p, t in self._known.items() if t < now - FORGET_S]:
+            del self._known[pod]
 
         expected = len(samples)
         if not answered or rated == 0:
@@ -101,6 +117,12 @@ class FleetObserver:
             completion_rate=served_rate * rate_scale,
         )
         return FleetView(obs, len(answered), expected, partial=len(answered) < expected)
+
+    def _joined(self, pod: str) -> _Seen | None:
+        """A zero baseline at the previous tick for a pod never scraped before."""
+        if self._previous is None or pod in self._known:
+            return None  # the first tick, a failed last scrape, a pod back from unready
+        return _Seen(self._previous, WorkerSample(0.0, 0.0, 0.0, 0.0, False))
 
 
 def _sum_or_none(answered: dict[str, WorkerSample], attr: str, expected: int) -> float | None:

@@ -41,9 +41,13 @@ class FleetConfig:
     lb: str = "least-queue"  # or "round-robin"
     start_delay_s: float = 120.0  # pod created -> Ready
     start_jitter: float = 0.2  # uniform +-20% of the delay
+    # Start-to-Ready of each pod the autoscaler creates, in order (a live run's, replayed);
+    # pods past the end of it start in start_delay_s (with jitter).
+    start_delays: tuple[float, ...] = ()
     scrape_interval_s: float = 5.0
     metric_lag_s: float = 2.0
     tick_s: float = 2.0
+    tick_phase_s: float | None = None  # first decision (then every tick_s); None: at tick_s
     scrape_at_tick: bool = False  # the operator's pod mode: scrape at each decision, no lag
     # Adaptive batching under overload (least-queue): while more than
     # overload_queue_per_replica requests wait per serving replica, batches grow
@@ -131,6 +135,7 @@ class FleetSim:
         self.reasons: list[tuple[float, int, int, str]] = []
         self.scale_actions = self.limited_ticks = 0
         self._orphan_from: int | None = None  # round-robin with no serving replica
+        self._started = 0  # pods created by scale-ups (start_delays replayed so far)
 
     # -- event plumbing ---------------------------------------------------------
     def _push(self, t: float, kind: int, obj: Any = None) -> None:
@@ -146,11 +151,12 @@ class FleetSim:
         start = min(max(start, bounds.min_replicas), bounds.max_replicas)
         for _ in range(start):
             self._ready(self._new_replica(-c.start_delay_s), 0.0)
+        tick0 = c.tick_s if c.tick_phase_s is None else c.tick_phase_s
         if c.scrape_at_tick:
-            self._scrape(0.0)
+            self._scrape(tick0 - c.tick_s)  # the decision before the first one scraped too
         else:
             self._push(0.0, SCRAPE)
-        self._push(c.tick_s, TICK)
+        self._push(tick0, TICK)
         next_progress = end / 10
         heap, pop = self.heap, heapq.heappop
         while heap:
@@ -402,12 +408,17 @@ class FleetSim:
         self.scale_actions += 1
         self.reasons.append((now, current, plan.replicas, plan.reason))
         if plan.replicas > current:
-            delay = self.cfg.start_delay_s
             for _ in range(plan.replicas - current):
-                jitter = 1.0 + self.cfg.start_jitter * (2.0 * self.rng.random() - 1.0)
-                self._push(now + delay * jitter, READY, self._new_replica(now))
+                self._push(now + self._start_delay(), READY, self._new_replica(now))
         else:
             self._scale_down(current - plan.replicas, now)
+
+    def _start_delay(self) -> float:
+        c = self.cfg
+        if self._started < len(c.start_delays):
+            self._started += 1
+            return c.start_delays[self._started - 1]
+        return c.start_delay_s * (1.0 + c.start_jitter * (2.0 * self.rng.random() - 1.0))
 
     def _scale_down(self, k: int, now: float) -> None:
         """Like a ReplicaSet: unready pods first (newest first), then idle, then busy."""
