@@ -12,10 +12,8 @@ transport").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -24,7 +22,7 @@ from google.protobuf.message import DecodeError, Message
 from tritonclient.grpc import service_pb2 as pb
 
 from infleet_worker.grpc_server import INT32_MAX, GrpcFrontend
-from infleet_worker.native_transport import native
+from infleet_worker.native_transport import NativeCalls, native, require
 from infleet_worker.service import InferenceService
 
 log = logging.getLogger("infleet_worker.grpc")
@@ -70,34 +68,20 @@ def _unary_methods(f: GrpcFrontend) -> dict[str, tuple[type[Message], Handler]]:
     }
 
 
-class NativeGrpcServer:
+class NativeGrpcServer(NativeCalls[tuple[int, bytes]]):
     """GRPCInferenceService on a bound TCP socket, served by the compiled transport."""
 
     def __init__(self, service: InferenceService, sock: socket.socket, *, threads: int = 1) -> None:
-        if native is None:
-            raise RuntimeError(
-                "server.transport is native but the infleet_transport extension is not "
-                "built (scripts/build_native.sh)"
-            )
+        require()
         self.frontend = GrpcFrontend(service)
         self.port = int(sock.getsockname()[1])
         limit = min(service.cfg.server.max_request_bytes, INT32_MAX)
-        self._server = native.Server(sock.fileno(), "grpc", limit, [STREAM_PATH], None, threads)
+        super().__init__(native.Server(sock.fileno(), "grpc", limit, [STREAM_PATH], None, threads))
         self._methods = _unary_methods(self.frontend)
-        self._tasks: set[asyncio.Task[None]] = set()
         self._streams: dict[int, tuple[asyncio.Queue[bytes | None], asyncio.Task[None]]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._answers: list[tuple[int, bytes]] = []
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._server.event_fd(), self._drain)
-
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        self._listen()
 
     def _drain(self) -> None:
         for call, kind, path, payload, _headers in self._server.take():
@@ -133,14 +117,9 @@ class NativeGrpcServer:
             log.exception("gRPC %s failed", path)
             self._server.fail(call, UNKNOWN, f"unexpected {type(e).__name__}: {e}")
             return
-        if not self._answers:
-            asyncio.get_running_loop().call_soon(self._send_answers)
-        self._answers.append((call, response.SerializeToString()))
+        self._answer((call, response.SerializeToString()))
 
-    def _send_answers(self) -> None:
-        """The answers of one turn of the loop (a batch's requests finish together)
-        cross to the transport in one call: one lock, one wake of its thread."""
-        answers, self._answers = self._answers, []
+    def _hand_over(self, answers: list[tuple[int, bytes]]) -> None:
         self._server.reply_many(answers)
 
     async def _stream(self, call: int, queue: asyncio.Queue[bytes | None]) -> None:
@@ -164,14 +143,4 @@ class NativeGrpcServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """GOAWAY to every connection; calls in flight get up to ``grace`` seconds."""
-        self._server.stop_accepting()
-        deadline = time.monotonic() + (grace or 0.0)
-        while self._server.open_calls() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        if self._loop is not None:
-            self._loop.remove_reader(self._server.event_fd())
-        for task in list(self._tasks):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.to_thread(self._server.close)
+        await self._stop_calls(grace)

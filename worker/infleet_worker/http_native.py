@@ -11,21 +11,18 @@ request that matters for throughput skips aiohttp (docs/worker.md, "The transpor
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import shutil
 import socket
 import tempfile
-import time
-from collections.abc import Awaitable
 from urllib.parse import unquote
 
 from aiohttp import web
 
 from infleet_worker.http_server import HttpFrontend
-from infleet_worker.native_transport import native
+from infleet_worker.native_transport import NativeCalls, native, require
 from infleet_worker.protocol.errors import InferError
 
 log = logging.getLogger("infleet_worker.http")
@@ -48,15 +45,11 @@ def model_of(path: str) -> tuple[str, str] | None:
     return None
 
 
-class NativeHttpServer:
+class NativeHttpServer(NativeCalls[Answer]):
     """The worker's HTTP API on a bound TCP socket, served by the compiled transport."""
 
     def __init__(self, frontend: HttpFrontend, sock: socket.socket, *, threads: int = 1) -> None:
-        if native is None:
-            raise RuntimeError(
-                "server.transport is native but the infleet_transport extension is not "
-                "built (scripts/build_native.sh)"
-            )
+        require()
         self.frontend = frontend
         self.port = int(sock.getsockname()[1])
         self._dir = tempfile.mkdtemp(prefix="infleet-http-")
@@ -65,21 +58,12 @@ class NativeHttpServer:
             frontend.app, access_log=None, handle_signals=False, auto_decompress=False
         )
         limit = frontend.max_request_bytes
-        self._server = native.Server(sock.fileno(), "http", limit, [], self._routes, threads)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._answers: list[Answer] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
+        super().__init__(native.Server(sock.fileno(), "http", limit, [], self._routes, threads))
 
     async def start(self) -> None:
         await self._runner.setup()
         await web.UnixSite(self._runner, self._routes).start()
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._server.event_fd(), self._drain)
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._listen()
 
     def _drain(self) -> None:
         for call, _kind, path, body, headers in self._server.take():
@@ -103,25 +87,13 @@ class NativeHttpServer:
             except Exception as e:  # a bug: answer, log, keep serving
                 log.exception("unhandled error on POST %s", path)
                 answer = _error(call, 500, f"internal error: {e}")
-        if not self._answers:
-            asyncio.get_running_loop().call_soon(self._send_answers)
-        self._answers.append(answer)
+        self._answer(answer)
 
-    def _send_answers(self) -> None:
-        answers, self._answers = self._answers, []
+    def _hand_over(self, answers: list[Answer]) -> None:
         self._server.respond_many(answers)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting; requests in flight get up to ``grace`` seconds."""
-        self._server.stop_accepting()
-        deadline = time.monotonic() + (grace or 0.0)
-        while self._server.open_calls() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        if self._loop is not None:
-            self._loop.remove_reader(self._server.event_fd())
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.to_thread(self._server.close)
+        await self._stop_calls(grace)
         await self._runner.cleanup()
         shutil.rmtree(self._dir, ignore_errors=True)

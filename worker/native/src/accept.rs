@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -37,4 +38,18 @@ pub async fn accept_loop(
             _ = stopping.changed() => break,
         }
     }
+}
+
+/// Serve one connection until it ends; on stop, shut it down gracefully (HTTP/2 GOAWAY,
+/// HTTP/1.1 closes once idle) and let the calls in flight finish.
+pub async fn until_stopped<C: GracefulConnection>(conn: C, mut stop: watch::Receiver<bool>) {
+    tokio::pin!(conn);
+    if *stop.borrow_and_update() {
+        conn.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
 }

@@ -17,11 +17,7 @@ use crate::body::ReplyBody;
 use crate::calls::{Call, Event, Shared, END, MESSAGE, OPEN, UNARY};
 use crate::framing::{Deframer, Encoding, Status, CANCELLED, INTERNAL, UNAVAILABLE};
 
-pub async fn serve_connection(
-    sock: TcpStream,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn serve_connection(sock: TcpStream, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
@@ -32,16 +28,7 @@ pub async fn serve_connection(
         .max_concurrent_streams(4096)
         .max_header_list_size(64 << 10);
     let conn = builder.serve_connection(TokioIo::new(sock), service);
-    tokio::pin!(conn);
-    if *stop.borrow_and_update() {
-        conn.as_mut().graceful_shutdown();
-    }
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stop.changed() => conn.as_mut().graceful_shutdown(),
-    }
-    // GOAWAY sent: calls in flight finish, then the connection closes.
-    let _ = conn.await;
+    crate::accept::until_stopped(conn, stop).await;
 }
 
 type Answer = Result<Response<ReplyBody>, Infallible>;

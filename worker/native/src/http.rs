@@ -18,24 +18,12 @@ use tokio::sync::{oneshot, watch};
 use crate::body::ReplyBody;
 use crate::calls::{Call, Event, HttpAnswer, Shared, HTTP, HTTP_HEADERS};
 
-pub async fn serve_connection(
-    sock: TcpStream,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn serve_connection(sock: TcpStream, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(sock), service);
-    tokio::pin!(conn);
-    if *stop.borrow_and_update() {
-        conn.as_mut().graceful_shutdown();
-    }
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stop.changed() => conn.as_mut().graceful_shutdown(),
-    }
-    let _ = conn.await; // the request in flight is answered, then the connection closes
+    crate::accept::until_stopped(conn, stop).await;
 }
 
 fn is_infer(req: &Request<Incoming>) -> bool {
