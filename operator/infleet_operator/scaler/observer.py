@@ -1,10 +1,14 @@
 """Turn per-pod scrapes into one fleet Observation, with rates from counter deltas.
 
-Rates need two scrapes of the same pod; a pod seen for the first time, or whose
-counters went backwards (a restart), contributes its gauges but no rate until
-its next scrape. A failed scrape is *missing*, never zero: pods that failed are
-extrapolated from the ones that answered, and the tick is marked partial so
-the actuator refuses to scale down on it.
+Rates need two scrapes of the same pod. A pod seen for the first time has just
+become Ready (only Ready pods are scraped): it contributes its gauges and a rate
+of zero until its next scrape, since it carried no traffic before; its share is
+not extrapolated from the others, which would add a whole replica's rate at the
+tick after every scale-up (a spike predictive would answer with more replicas).
+A pod whose counters went backwards (a restart) has no rate this tick and is
+extrapolated from the others. A failed scrape is *missing*, never zero: pods
+that failed are extrapolated from the ones that answered, and the tick is marked
+partial so the actuator refuses to scale down on it.
 """
 
 from __future__ import annotations
@@ -49,10 +53,13 @@ class FleetObserver:
         served_rate = 0.0
         token_rate = 0.0
         rated = 0
+        joined = 0  # first seen: just Ready, a rate of zero (not extrapolated onto)
         for pod, sample in answered.items():
             prev = self._last.get(pod)
             taken = now if sample.time is None else sample.time
-            if prev is not None and taken > prev.time:
+            if prev is None:
+                joined += 1
+            elif taken > prev.time:
                 d_arr = sample.arrivals_total - prev.sample.arrivals_total
                 d_srv = sample.served_total - prev.sample.served_total
                 d_tok = _generated(sample) - _generated(prev.sample)
@@ -79,9 +86,10 @@ class FleetObserver:
             )
             return FleetView(obs, len(answered), expected, partial=True)
 
-        # Extrapolate the pods that did not answer (or have no rate yet) from those that did.
+        # Extrapolate the pods that did not answer (or have no rate this tick) from those that
+        # did; the pods that just joined count as zero.
         gauge_scale = expected / len(answered)
-        rate_scale = expected / rated
+        rate_scale = (expected - joined) / rated
         if self.tokens is not None:
             load = _token_load(
                 answered, gauge_scale, arrival_rate * rate_scale, token_rate * rate_scale
