@@ -19,6 +19,7 @@ learned tokens/s capacity first).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -163,13 +164,15 @@ def test_autoscaler_scales_a_generative_fleet_on_tokens_and_cuts_no_stream(
     assert streams.finish_reasons() == {"length"}  # every stream got its finish_reason
     assert up["policy"] == "hpa"
     # Decided on the token signal's sequences (3 on one replica, target 1), not on requests.
-    scaled_up = up["history"][0]["reason"]
-    assert scaled_up.startswith(f"sequences (waiting + running) {STREAMS} over 1 ready"), up
+    # (2 or 3: a client between two streams is one sequence fewer for a moment.)
+    why = up["history"][0]["reason"]  # the decision that scaled
+    scaled_up = re.match(r"sequences \(waiting \+ running\) (\d+) over 1 ready", why)
+    assert scaled_up and int(scaled_up[1]) >= 2, up
     assert held["desiredReplicas"] == 2
     # The signal is tokens, not requests: the rate the autoscaler observed is in generated
     # tokens/s, many times the sequences (requests) per second. Loose on purpose: the figure
-    # is one decision's (1 s of counters), left in status for up to 30 s, and scaled up for
-    # a pod just Ready (no rate yet: extrapolated from the others, scaler/observer.py).
+    # is one decision's (1 s of counters, demand = new sequences/s x tokens per sequence)
+    # left in status for up to 30 s, the clients' an average over the whole load.
     assert float(held["observedArrivalRate"]) > seq_rate * TOKENS / 4, (held, seq_rate)
     history = [(h["fromReplicas"], h["toReplicas"]) for h in down["history"]]
     assert history == [(1, 2), (2, 1)], down["history"]
