@@ -67,6 +67,22 @@ def test_failed_pod_is_extrapolated_and_marked_partial() -> None:
     assert view.observation.queue_depth == 6
 
 
+def test_a_pod_just_ready_adds_only_its_own_arrivals() -> None:
+    # After a scale-up the new pod is scraped for the first time: its counters started
+    # at zero when it became Ready, so they are its own arrivals (2 here); the fleet's
+    # rate is the old pod's plus those, not the old pod's extrapolated to both (twice).
+    obs = FleetObserver()
+    obs.observe(0.0, {"a": _s(0, 0)}, 2, 1)
+    view = obs.observe(10.0, {"a": _s(100, 100, 1, 3), "b": _s(2, 0, 0, 2)}, 2, 2)
+    assert not view.partial and not view.observation.missing
+    assert view.observation.arrival_rate == pytest.approx(10.2)
+    assert view.observation.completion_rate == pytest.approx(10.0)
+    assert view.observation.queue_depth == 1 and view.observation.in_flight == 4  # gauges: both
+    # ... and the next tick it has a rate like any pod.
+    view = obs.observe(20.0, {"a": _s(200, 200), "b": _s(102, 100)}, 2, 2)
+    assert view.observation.arrival_rate == pytest.approx(20.0)
+
+
 def test_counter_reset_gives_no_negative_rate() -> None:
     obs = FleetObserver()
     obs.observe(0.0, {"a": _s(500, 500)}, 1, 1)

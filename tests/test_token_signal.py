@@ -112,6 +112,8 @@ def test_hpa_on_sequences_and_kv() -> None:
         [_page(5, 8, 30, 20, 1000, 10)] * 2,
     )
     assert busy.plan.replicas == 4
+    # The reason says what was counted (status.autoscaler.reason): sequences, not requests.
+    assert busy.decision.reason.startswith("sequences (waiting + running) 26 over 2 ready")
     # Few sequences but the KV cache 95% full (long contexts): 0.95 x 2 / 0.8 -> 3.
     full = _ticks(
         _autoscaler("hpa", targetQueueDepthPerReplica=8),
@@ -129,6 +131,7 @@ def test_kpa_scales_on_kv_pressure() -> None:
         [_page(0, 2, 95, 2, 500, 2)] * 2,
     )
     assert out.plan.replicas == 3
+    assert out.decision.reason.startswith("sequences (waiting + running) stable")
 
 
 def test_predictive_plans_in_tokens_per_second() -> None:

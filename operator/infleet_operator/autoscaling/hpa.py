@@ -65,7 +65,7 @@ class HpaPolicy:
         raw = (obs.queue_depth or 0.0) if c.metric == "queue" else obs.concurrency
         value = obs.demand(raw, c.target_per_replica)  # KV cache use, generative fleets
         ratio = value / ready / c.target_per_replica
-        metric = c.metric if value == raw else "KV cache in use, as sequences,"
+        metric = _metric_name(c.metric, obs) if value == raw else "KV cache in use, as sequences,"
         why = f"{metric} {value:.0f} over {ready} ready = {value / ready:.1f}/replica"
         why += f" vs target {c.target_per_replica:g} (ratio {ratio:.2f})"
         rec = self._recommend(value, ratio, current, ready)
@@ -124,3 +124,11 @@ class HpaPolicy:
             if rec < limit:
                 return limit, f"; scale-down rate limit {limit}"
         return rec, ""
+
+
+def _metric_name(metric: str, obs: Observation) -> str:
+    """How the reason names what was counted: requests, or a generative fleet's sequences
+    (``memory_load`` is set only on the token signal, autoscaling/tokens.py)."""
+    if obs.memory_load is None:
+        return metric
+    return "waiting sequences" if metric == "queue" else "sequences (waiting + running)"

@@ -81,7 +81,8 @@ class KpaPolicy:
             self._panic_since = now  # re-arm: panic lasts a stable window past the last trigger
         elif self._panic_since is not None and now - self._panic_since >= c.stable_window_s:
             self._panic_since, self._max_panic_pods = None, 0
-        why = f"concurrency stable {stable:.1f} / panic {panic:.1f}"
+        what = "concurrency" if obs.memory_load is None else "sequences (waiting + running)"
+        why = f"{what} stable {stable:.1f} / panic {panic:.1f}"
         why += f" vs target {c.target_concurrency:g}"
         want = min(max(want_stable, down_limit), up_limit)
         if self._panic_since is not None:
