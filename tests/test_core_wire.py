@@ -3,6 +3,10 @@ framing split across reads, merged metrics and statistics."""
 
 from __future__ import annotations
 
+import socket
+import time
+from pathlib import Path
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -125,3 +129,30 @@ def test_engine_thread_wakes_the_loop_only_when_the_batch_is_done() -> None:
             assert not t.busy
     finally:
         t.close()
+
+
+def test_finished_requests_do_not_keep_their_deadlines(tmp_path: Path) -> None:
+    """Every request gets a deadline (30 s by default); once it has run, the core drops
+    it within a bounded slack instead of holding request and inputs until it expires
+    (3,000 requests here would otherwise all still be in the heap)."""
+    from infleet_worker.core.engine_core import DEADLINE_SLACK, Conn, EngineCore
+    from infleet_worker.core.state import SharedState
+    from worker_engines import IN_FEATURES, MLPEngine
+    from worker_fixtures import worker_config
+
+    cfg = worker_config(batching={"maxBatchSize": 16, "maxQueueDelayMicroseconds": 0})
+    core = EngineCore(cfg, MLPEngine(), SharedState.create(), tmp_path / "error")
+    a, b = socket.socketpair()
+    conn = Conn(a, index=0, inputs=Arena.create(1 << 20), outputs=Arena.create(1 << 20))
+    x = Tensor("FP32", np.ones((1, IN_FEATURES), np.float32))
+    for rid in range(3000):
+        offsets: list[int] = []
+        desc = wire.put(conn.inputs, "input", x, offsets)
+        core._enqueue(conn, ("infer", rid, 0, 0, 1, (desc,)))
+        if core.queue.count >= 16:
+            core.queue.take(core.queue.head(), time.perf_counter_ns())  # type: ignore[arg-type]
+        for off in offsets:
+            conn.inputs.free(off)
+    assert len(core.deadlines) <= 2 * core.queue.count + DEADLINE_SLACK + 1
+    a.close()
+    b.close()
