@@ -14,9 +14,9 @@ import pytest
 
 from infleet_operator.api import AutoscalingSpec
 from infleet_operator.scaler.controller import Autoscaler
+from infleet_operator.scaler.grid import TIMER_SECONDS, decision_due
 from infleet_operator.scaler.observer import FleetObserver
 from infleet_operator.scaler.samples import WorkerSample
-from infleet_operator.scaler.timer import TIMER_SECONDS, decision_due
 
 
 def _s(arrivals: float, queue: float = 0) -> WorkerSample:

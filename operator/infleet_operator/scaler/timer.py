@@ -24,13 +24,13 @@ from infleet_operator.kube import ApiError
 from infleet_operator.metrics import record_autoscaler
 from infleet_operator.runtime import Runtime
 from infleet_operator.scaler.controller import Autoscaler, TickOutcome
+from infleet_operator.scaler.grid import TIMER_SECONDS, decision_due
 from infleet_operator.scaler.prometheus import scrape_prometheus
 from infleet_operator.scaler.scrape import scrape_pods
 
 log = logging.getLogger(__name__)
 
 IDEP = (api.GROUP, api.VERSION, api.PLURAL)
-TIMER_SECONDS = 1.0  # wake-up period; each object ticks at its own spec.autoscaling.intervalSeconds
 SCALING_LIMITED = "ScalingLimited"
 
 
@@ -101,23 +101,6 @@ def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
     # Refresh the figures now and then so `kubectl get -o yaml` is not stale.
     last = status.parse_time(old.get("lastDecision"))
     return last is not None and (dt.datetime.now(dt.UTC) - last).total_seconds() < 30
-
-
-def decision_due(last: float | None, now: float, period: float) -> float | None:
-    """The grid instant of the decision due at ``now``, or None: not due yet.
-
-    Decisions sit on a grid of ``period`` seconds from the first one, and the
-    (sharp) timer wakes every TIMER_SECONDS: a wake within half of that of a grid
-    instant takes it. Counting each period from the previous decision's wake
-    instead, as before, made every period late by a wake's slip (2 s decisions
-    came every 2.09 s), so the operator drifted off the simulator's clock.
-    """
-    if last is None:
-        return now
-    due = last + period
-    if now < due - TIMER_SECONDS / 2:
-        return None
-    return due if now - due < period else now  # after a stall, a new grid from now
 
 
 @kopf.timer(*IDEP, interval=TIMER_SECONDS, sharp=True, when=_enabled)
