@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from infleet_worker.batch_run import BatchOutcome, BatchTiming
+from infleet_worker.batch_run import BatchOutcome
+from infleet_worker.stats import ModelStats
 from infleet_worker.triton_metrics import TritonBatchMetrics, TritonRequestMetrics
 
 OUTCOMES = ("success", "rejected", "timeout", "error", "invalid", "cache_hit")
@@ -98,35 +99,26 @@ class RequestMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         ).labels(model, version)
+        self.triton: TritonRequestMetrics | None = None  # bind_stats
 
-        self.triton = TritonRequestMetrics(model, version, r)
+    def bind_stats(self, stats: ModelStats) -> None:
+        """Triton's request families, read from the statistics the service keeps."""
+        self.triton = TritonRequestMetrics(stats, self.registry)
 
     def bind_inflight(self, inflight: Callable[[], float]) -> None:
         """Read the gauge from live state at scrape time (no per-request cost)."""
         self.inflight.set_function(inflight)
 
-    def computed(self, queue_ns: int, timing: BatchTiming) -> None:
-        """A request's answer came from a batch: its queue wait and its batch's compute."""
+    def queued(self, queue_ns: int) -> None:
+        """A request's answer came from a batch after waiting ``queue_ns`` for it."""
         self.queue_wait.observe(queue_ns / 1e9)
-        t = self.triton
-        t.queue_us.inc(queue_ns / 1000)
-        t.input_us.inc(timing.input_ns / 1000)
-        t.infer_us.inc(timing.infer_ns / 1000)
-        t.output_us.inc(timing.output_ns / 1000)
-
-    def cache_lookup(self, hit: bool) -> None:
-        (self.triton.cache_hits if hit else self.triton.cache_misses).inc()
 
     def finish(self, outcome: str, elapsed_ns: int) -> None:
         """A request got its answer (one of OUTCOMES) after ``elapsed_ns``."""
         self.requests[outcome].inc()
         self.latency.observe(elapsed_ns / 1e9)
-        t = self.triton
-        if outcome in ("success", "cache_hit"):
-            t.success.inc()
-            t.request_us.inc(elapsed_ns / 1000)
-        else:
-            t.failure[outcome].inc()
+        if self.triton is not None and outcome in self.triton.failure:
+            self.triton.failure[outcome].inc()
 
 
 class BatchMetrics:

@@ -86,6 +86,7 @@ class InferenceService:
         self.model_version = cfg.model.version
         self.metrics = metrics or RequestMetrics(self.model_name, self.model_version)
         self.stats = ModelStats(self.model_name, self.model_version)
+        self.metrics.bind_stats(self.stats)  # Triton's request series, read at scrape
         self.gate: Gate = gate or LocalGate()
         self.signature: Signature | None = None
         self.scheduler: Scheduler | None = None
@@ -237,7 +238,6 @@ class InferenceService:
                 tl = time.perf_counter_ns()
                 lookup = await self.cache.lookup(req)
                 dt = time.perf_counter_ns() - tl
-                m.cache_lookup(lookup.result is not None)
                 if lookup.result is not None:
                     self.stats.on_cache_hit(req.batch, dt)
                     outcome = "cache_hit"
@@ -248,7 +248,7 @@ class InferenceService:
                     to_compute = lookup.to_compute
             computed = await scheduler.submit(to_compute)
             self.stats.on_computed(computed.queue_ns, computed.timing)
-            m.computed(computed.queue_ns, computed.timing)
+            m.queued(computed.queue_ns)
             result = InferResult(self._select(req, computed.outputs), release=computed.release)
             if self.cache is not None and lookup is not None:
                 result = await self.cache.complete(req, lookup, result)

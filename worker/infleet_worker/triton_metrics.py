@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from infleet_worker.stats import ModelStats
+
 NAMES = ("model", "version")
 
 # Triton's `reason` label of nv_inference_request_failure, by infleet outcome.
@@ -66,50 +68,51 @@ class CumulativeFamily(Collector):
         yield m
 
 
-class TritonRequestMetrics:
-    """Per request, as Triton counts them (the front end's share)."""
+# Triton's per-request families, read at scrape time from the statistics the request
+# path keeps anyway (ModelStats, the statistics extension): no second count per request.
+# (family, doc, ModelStats duration, field: "count" or "us")
+STATS_FAMILIES = (
+    ("nv_inference_request_success", "Number of successful inference requests, all batch "
+     "sizes", "success", "count"),
+    ("nv_inference_request_duration_us", "Cumulative inference request duration in "
+     "microseconds (includes cached requests)", "success", "us"),
+    ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in "
+     "microseconds (includes cached requests)", "queue", "us"),
+    ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in "
+     "microseconds (does not include cached requests)", "compute_input", "us"),
+    ("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in "
+     "microseconds (does not include cached requests)", "compute_infer", "us"),
+    ("nv_inference_compute_output_duration_us", "Cumulative inference compute output "
+     "duration in microseconds (does not include cached requests)", "compute_output", "us"),
+    ("nv_cache_num_hits_per_model", "Number of cache hits per model", "cache_hit", "count"),
+    ("nv_cache_num_misses_per_model", "Number of cache misses per model", "cache_miss",
+     "count"),
+)  # fmt: skip
 
-    def __init__(self, model: str, version: str, registry: CollectorRegistry) -> None:
-        def family(name: str, doc: str) -> Cumulative:
-            return CumulativeFamily(name, doc, NAMES, registry).labels(model, version)
 
-        self.success = family(
-            "nv_inference_request_success",
-            "Number of successful inference requests, all batch sizes",
-        )
+class TritonRequestMetrics(Collector):
+    """Per request, as Triton counts them (the front end's share): failures by reason are
+    counted (rare); everything else is rendered from ``stats`` at scrape time."""
+
+    def __init__(self, stats: ModelStats, registry: CollectorRegistry) -> None:
+        self.stats = stats
+        self.labels = {"model": stats.name, "version": stats.version}
         failure = CumulativeFamily(
             "nv_inference_request_failure",
             "Number of failed inference requests, all batch sizes",
             (*NAMES, "reason"),
             registry,
         )
-        self.failure = {o: failure.labels(model, version, r) for o, r in FAILURE_REASONS.items()}
-        self.request_us = family(
-            "nv_inference_request_duration_us",
-            "Cumulative inference request duration in microseconds (includes cached requests)",
-        )
-        self.queue_us = family(
-            "nv_inference_queue_duration_us",
-            "Cumulative inference queuing duration in microseconds (includes cached requests)",
-        )
-        self.input_us = family(
-            "nv_inference_compute_input_duration_us",
-            "Cumulative compute input duration in microseconds (does not include cached requests)",
-        )
-        self.infer_us = family(
-            "nv_inference_compute_infer_duration_us",
-            "Cumulative compute inference duration in microseconds "
-            "(does not include cached requests)",
-        )
-        self.output_us = family(
-            "nv_inference_compute_output_duration_us",
-            "Cumulative inference compute output duration in microseconds "
-            "(does not include cached requests)",
-        )
-        self.cache_hits = family("nv_cache_num_hits_per_model", "Number of cache hits per model")
-        self.cache_misses = family(
-            "nv_cache_num_misses_per_model", "Number of cache misses per model"
-        )
+        lv = (stats.name, stats.version)
+        self.failure = {o: failure.labels(*lv, r) for o, r in FAILURE_REASONS.items()}
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        for name, doc, duration, kind in STATS_FAMILIES:
+            d = self.stats.d[duration]
+            m = Metric(name, doc, "untyped")
+            m.add_sample(name, self.labels, d.count if kind == "count" else d.ns / 1000)
+            yield m
 
 
 class TritonBatchMetrics:
