@@ -4,7 +4,7 @@
 //! threads; Python owns meaning (decode, validate, cache, batch, encode). Calls reach
 //! Python in bulk: an eventfd turns readable, `take()` returns every event queued
 //! since, and answers go back in bulk too (`reply_many`, `respond_many`) or one by
-//! one (`reply`, `fail`, `send`, `finish`). Python's side is
+//! one (`fail`, `send`, `finish`). Python's side is
 //! worker/infleet_worker/grpc_native.py and http_native.py; docs/worker.md, "The
 //! transports".
 
@@ -132,11 +132,6 @@ impl Server {
             list.append(item)?;
         }
         Ok(list)
-    }
-
-    /// Answer a unary call with its response message; false if the call is gone.
-    fn reply(&self, call: u64, message: PyBackedBytes) -> bool {
-        self.shared.answer(call, Ok(Bytes::from_owner(message)))
     }
 
     /// Answer many unary calls at once (one lock, and one wake-up of the transport's
