@@ -81,15 +81,25 @@ def report(streams: StreamLoad, what: str, victim_ip: str, deleted: float) -> No
     assert at["SIGTERM"], "no stream was open on the pod at its SIGTERM: nothing proven"
 
 
+def streaming_fleet(api: Any, ns: str) -> tuple[str, StreamLoad, str]:
+    """A Ready one-pod fleet under the stream load, its pod serving it: (name, load, pod IP)."""
+    name = create_fleet(api, ns)
+    streams = load(api, ns, name)
+    try:
+        pod = only_address(streams)
+        wait_for(lambda: streams.completed_on(pod) >= 3, timeout=60, what="streams on pod 1")
+    except BaseException:
+        streams.stop()
+        raise
+    return name, streams, pod
+
+
 def test_scale_up_and_down_under_stream_load_cuts_no_stream(
     api: Any, operator: OperatorProcess, ns: str
 ) -> None:
     t0 = time.monotonic()
-    name = create_fleet(api, ns)
-    streams = load(api, ns, name)
+    name, streams, first = streaming_fleet(api, ns)
     try:
-        first = only_address(streams)
-        wait_for(lambda: streams.completed_on(first) >= 3, timeout=60, what="streams on pod 1")
         patch_spec(api, ns, name, {"replicas": 2})
         t_up = time.monotonic()
         second = wait_for(
@@ -131,11 +141,8 @@ def test_rolling_update_under_stream_load_loses_no_stream(
     api: Any, operator: OperatorProcess, ns: str
 ) -> None:
     t0 = time.monotonic()
-    name = create_fleet(api, ns)
-    streams = load(api, ns, name)
+    name, streams, old = streaming_fleet(api, ns)
     try:
-        old = only_address(streams)
-        wait_for(lambda: streams.completed_on(old) >= 3, timeout=60, what="streams on pod 1")
         streams.open_long(old, LONG_TOKENS)
         patch_spec(api, ns, name, {"env": [{"name": "INFLEET_E2E_ROLL", "value": "2"}]})
         t_roll = time.monotonic()
