@@ -82,19 +82,24 @@ impl Shared {
     }
 
     /// Queue an event for Python; the eventfd turns readable when the queue stops
-    /// being empty (one write per drain, not per event).
+    /// being empty (one write per drain, not per event). The write comes after the
+    /// lock is released, so the woken loop's take() never waits for it; a take()
+    /// between the push and the write only makes the next wake find nothing.
     pub fn push(&self, event: Event) {
-        let mut q = lock(&self.events);
-        let was_empty = q.is_empty();
-        q.push(event);
+        let was_empty = {
+            let mut q = lock(&self.events);
+            let was_empty = q.is_empty();
+            q.push(event);
+            was_empty
+        };
         if was_empty {
             // SAFETY: efd is an eventfd owned by self.
             unsafe { libc::eventfd_write(self.efd.as_raw_fd(), 1) };
         }
     }
 
-    /// Everything queued, and the eventfd reset (under the queue's lock, so a push
-    /// racing with the drain always leaves it readable).
+    /// Everything queued, and the eventfd reset (under the queue's lock: an event
+    /// left in the queue always has its push's write still to come or after the reset).
     pub fn take(&self) -> Vec<Event> {
         let mut q = lock(&self.events);
         let mut value: libc::eventfd_t = 0;
@@ -118,51 +123,79 @@ impl Shared {
 
     /// Python's answer to a unary call; false when the call is gone.
     pub fn answer(&self, id: u64, result: Result<Bytes, Status>) -> bool {
-        let mut calls = lock(&self.calls);
-        match calls.remove(&id) {
-            Some(Call::Unary(tx)) => tx.send(result).is_ok(),
-            Some(other @ (Call::Stream(_) | Call::Http(_))) => {
-                calls.insert(id, other);
-                false
+        let tx = {
+            let mut calls = lock(&self.calls);
+            match calls.remove(&id) {
+                Some(Call::Unary(tx)) => tx,
+                Some(other @ (Call::Stream(_) | Call::Http(_))) => {
+                    calls.insert(id, other);
+                    return false;
+                }
+                None => return false,
             }
-            None => false,
-        }
+        };
+        tx.send(result).is_ok()
     }
 
+    /// Unary answers; the calls are taken out under the lock and answered after it is
+    /// released: each send wakes the transport's thread, whose first act on a finished
+    /// call (dropping its guard) takes the same lock; sending under it made that thread
+    /// block on the lock while Python still held it.
     pub fn answer_many(&self, answers: impl Iterator<Item = (u64, Bytes)>) -> usize {
-        let mut calls = lock(&self.calls);
-        let mut delivered = 0;
-        for (id, message) in answers {
-            if let Some(Call::Unary(tx)) = calls.remove(&id) {
-                delivered += usize::from(tx.send(Ok(message)).is_ok());
-            }
-        }
-        delivered
+        let ready: Vec<_> = {
+            let mut calls = lock(&self.calls);
+            answers
+                .filter_map(|(id, message)| match calls.remove(&id) {
+                    Some(Call::Unary(tx)) => Some((tx, message)),
+                    Some(other) => {
+                        calls.insert(id, other);
+                        None
+                    }
+                    None => None,
+                })
+                .collect()
+        };
+        ready
+            .into_iter()
+            .map(|(tx, message)| usize::from(tx.send(Ok(message)).is_ok()))
+            .sum()
     }
 
+    /// HTTP answers, sent after the lock is released (as answer_many).
     pub fn answer_http_many(&self, answers: impl Iterator<Item = (u64, HttpAnswer)>) -> usize {
-        let mut calls = lock(&self.calls);
-        let mut delivered = 0;
-        for (id, answer) in answers {
-            if let Some(Call::Http(tx)) = calls.remove(&id) {
-                delivered += usize::from(tx.send(answer).is_ok());
-            }
-        }
-        delivered
+        let ready: Vec<_> = {
+            let mut calls = lock(&self.calls);
+            answers
+                .filter_map(|(id, answer)| match calls.remove(&id) {
+                    Some(Call::Http(tx)) => Some((tx, answer)),
+                    Some(other) => {
+                        calls.insert(id, other);
+                        None
+                    }
+                    None => None,
+                })
+                .collect()
+        };
+        ready
+            .into_iter()
+            .map(|(tx, answer)| usize::from(tx.send(answer).is_ok()))
+            .sum()
     }
 
     /// The next message of a stream, or its end (which forgets the call).
     pub fn stream_send(&self, id: u64, outcome: Outcome) -> bool {
-        let mut calls = lock(&self.calls);
-        let ends = matches!(outcome, Outcome::End(_));
-        let sent = match calls.get(&id) {
-            Some(Call::Stream(tx)) => tx.send(outcome).is_ok(),
-            _ => false,
+        let tx = {
+            let mut calls = lock(&self.calls);
+            let tx = match calls.get(&id) {
+                Some(Call::Stream(tx)) => Some(tx.clone()),
+                _ => None,
+            };
+            if matches!(outcome, Outcome::End(_)) {
+                calls.remove(&id);
+            }
+            tx
         };
-        if ends {
-            calls.remove(&id);
-        }
-        sent
+        tx.is_some_and(|tx| tx.send(outcome).is_ok())
     }
 
     pub fn open_calls(&self) -> usize {
