@@ -156,3 +156,40 @@ def test_finished_requests_do_not_keep_their_deadlines(tmp_path: Path) -> None:
     assert len(core.deadlines) <= 2 * core.queue.count + DEADLINE_SLACK + 1
     a.close()
     b.close()
+
+
+def test_a_flush_larger_than_the_socket_buffer_arrives_whole(tmp_path: Path) -> None:
+    """The core writes each front end's messages with one non-blocking send; what the
+    socket cannot take yet is sent blocking (bounded by SEND_TIMEOUT_S) once the front
+    end reads, and the socket is non-blocking again afterwards."""
+    import selectors
+    import threading
+
+    from infleet_worker.core.engine_core import Conn, EngineCore
+    from infleet_worker.core.state import SharedState
+    from worker_engines import MLPEngine
+    from worker_fixtures import worker_config
+
+    core = EngineCore(worker_config(), MLPEngine(), SharedState.create(), tmp_path / "error")
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    conn = Conn(a, index=0)
+    core.sel.register(a, selectors.EVENT_READ, conn)
+    payload = np.random.default_rng(0).bytes(8 << 20)  # far past a socketpair's buffer
+    conn.out += payload
+    received = bytearray()
+
+    def read_late() -> None:
+        time.sleep(0.2)
+        while len(received) < len(payload):
+            received.extend(b.recv(1 << 20))
+
+    reader = threading.Thread(target=read_late, daemon=True)
+    reader.start()
+    core._flush()
+    reader.join(timeout=10)
+    assert bytes(received) == payload
+    assert not conn.closed and not conn.out
+    assert a.getblocking() is False
+    a.close()
+    b.close()

@@ -224,9 +224,17 @@ class EngineCore:
                 continue
             data, conn.out = conn.out, bytearray()
             try:
-                conn.sock.setblocking(True)
+                sent = conn.sock.send(data)  # non-blocking: the usual whole write
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._close(conn)
+                continue
+            if sent == len(data):
+                continue
+            try:  # a front end behind on reading: wait for it, bounded
                 conn.sock.settimeout(SEND_TIMEOUT_S)
-                conn.sock.sendall(data)
+                conn.sock.sendall(memoryview(data)[sent:])
                 conn.sock.setblocking(False)
             except OSError:
                 self._close(conn)
