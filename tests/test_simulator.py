@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from infleet_operator.simulator.cli import main
-from infleet_operator.simulator.fleet import FleetConfig, FleetSim, simulate
+from infleet_operator.simulator.fleet import FleetSim, simulate
+from infleet_operator.simulator.fleet_config import FleetConfig
 from infleet_operator.simulator.report import summarize
 from infleet_operator.simulator.scenario import setup_policy
 from infleet_operator.simulator.streams import expand

@@ -13,74 +13,22 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from infleet_operator.autoscaling import Observation
 from infleet_operator.autoscaling.spec import ControlLoop
-from infleet_operator.simulator.gen_report import GenStats
-from infleet_operator.simulator.service import DEFAULT_TABLE, service_times
+from infleet_operator.simulator.fleet_config import FleetConfig
+from infleet_operator.simulator.result import TICK_COLUMNS, SimResult
+from infleet_operator.simulator.service import service_times
 from infleet_operator.simulator.shedding import Shedder, assign_priorities
 from infleet_operator.simulator.streams import Stream, expand
 from infleet_operator.simulator.traces import Trace
 
 DONE, READY, DISPATCH, SCRAPE, TICK = range(5)
-TICK_COLUMNS = ("time", "arrival_rate", "current", "ready", "desired", "forecast", "served_rate")
 STARTING, SERVING, DRAINING, GONE = range(4)
 INF = math.inf
-
-
-@dataclass(frozen=True)
-class FleetConfig:
-    service_table: tuple[tuple[int, float], ...] = DEFAULT_TABLE
-    max_batch: int = 16
-    max_queue_delay_s: float = 0.005
-    request_timeout_s: float = 30.0  # waiting longer than this before a batch = dropped
-    lb: str = "least-queue"  # or "round-robin"
-    start_delay_s: float = 120.0  # pod created -> Ready
-    start_jitter: float = 0.2  # uniform +-20% of the delay
-    # Start-to-Ready of each pod the autoscaler creates, in order (a live run's, replayed);
-    # pods past the end of it start in start_delay_s (with jitter).
-    start_delays: tuple[float, ...] = ()
-    scrape_interval_s: float = 5.0
-    metric_lag_s: float = 2.0
-    tick_s: float = 2.0
-    tick_phase_s: float | None = None  # first decision (then every tick_s); None: at tick_s
-    scrape_at_tick: bool = False  # the operator's pod mode: scrape at each decision, no lag
-    # Adaptive batching under overload (least-queue): while more than
-    # overload_queue_per_replica requests wait per serving replica, batches grow
-    # to overload_max_batch with overload_queue_delay_s. 0 = off.
-    overload_max_batch: int = 0
-    overload_queue_delay_s: float = 0.0
-    overload_queue_per_replica: float = 8.0
-    # Priority levels: share of requests at level 1 (highest), 2, ...; () = all level 1.
-    priority_shares: tuple[float, ...] = ()
-    shed_queue_per_replica: float = 0.0  # > 0: priority shedding (least-queue), see shedding.py
-    initial_replicas: int = 0  # 0: enough for the first minute at 70% of saturation
-    seed: int = 0
-
-
-@dataclass
-class SimResult:
-    arrivals: np.ndarray
-    latency: np.ndarray  # seconds per request; nan = dropped or never served
-    duration: float
-    replica_seconds: float
-    scale_actions: int
-    ticks: np.ndarray  # columns: TICK_COLUMNS
-    limited_ticks: int
-    completed: int  # requests served (each exactly once)
-    timed_out: int  # dropped explicitly: waited past the timeout, or no endpoint
-    reasons: list[tuple[float, int, int, str]] = field(default_factory=list)  # scale actions
-    priority: np.ndarray | None = None  # level per request, when the trace has levels
-    refused: np.ndarray | None = None  # True where shedding refused the request
-    generation: GenStats | None = None  # a generative fleet's tokens/s, TTFT and ITL
-
-    @property
-    def dropped(self) -> int:
-        return int(np.isnan(self.latency).sum())
 
 
 class _Replica:

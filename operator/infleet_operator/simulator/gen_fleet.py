@@ -21,10 +21,10 @@ import numpy as np
 from infleet_operator.autoscaling import Observation
 from infleet_operator.autoscaling.spec import ControlLoop
 from infleet_operator.autoscaling.tokens import TokenLoad, TokenSignal
-from infleet_operator.simulator.fleet import TICK_COLUMNS, SimResult
 from infleet_operator.simulator.gen_profile import GenerateProfile
 from infleet_operator.simulator.gen_replica import EngineLimits, GenReplica, Record, Seq
 from infleet_operator.simulator.gen_report import gen_stats
+from infleet_operator.simulator.result import TICK_COLUMNS, SimResult
 from infleet_operator.simulator.traces import Trace
 
 STEP, READY, SCRAPE, TICK = range(4)
