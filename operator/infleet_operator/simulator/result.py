@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from infleet_operator.autoscaling import Decision, Observation, Plan
 from infleet_operator.simulator.gen_report import GenStats
 
 TICK_COLUMNS = ("time", "arrival_rate", "current", "ready", "desired", "forecast", "served_rate")
@@ -30,3 +32,36 @@ class SimResult:
     @property
     def dropped(self) -> int:
         return int(np.isnan(self.latency).sum())
+
+
+class DecisionLog:
+    """The autoscaler's decisions in a run: a TICK_COLUMNS row each, and the scale actions."""
+
+    __slots__ = ("actions", "limited", "reasons", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, ...]] = []
+        self.reasons: list[tuple[float, int, int, str]] = []
+        self.actions = self.limited = 0
+
+    def record(self, now: float, obs: Observation, d: Decision, plan: Plan) -> None:
+        nan = math.nan
+        self.rows.append(
+            (
+                now,
+                obs.arrival_rate if obs.arrival_rate is not None else nan,
+                obs.current_replicas,
+                obs.ready_replicas,
+                plan.replicas,
+                d.forecast_rate if d.forecast_rate is not None else nan,
+                obs.completion_rate if obs.completion_rate is not None else nan,
+            )
+        )
+        if d.limited_by is not None:
+            self.limited += 1
+        if plan.changed:
+            self.actions += 1
+            self.reasons.append((now, obs.current_replicas, plan.replicas, plan.reason))
+
+    def ticks(self) -> np.ndarray:
+        return np.asarray(self.rows, dtype=np.float64).reshape(-1, len(TICK_COLUMNS))
