@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from heapq import heappush
 
 import numpy as np
 
@@ -166,7 +167,7 @@ class Batching:
         starts, counts, strides = self.batches
         boost = c.overload_max_batch > c.max_batch
         shed = self.shedder
-        push = self.events.push
+        events, on_done = self.events, self._on_done
         while idle:
             head = seg[0]
             if shed is not None and head < n:
@@ -184,7 +185,7 @@ class Batching:
             if j < n and arr[j] < at:
                 at = arr[j]
             if at > now:
-                push(at, self._on_dispatch, (b, b.version))
+                events.push(at, self._on_dispatch, (b, b.version))
                 return
             if arr[head] < now - timeout:
                 cut = bisect_left(arr, now - timeout, head)
@@ -210,7 +211,8 @@ class Batching:
             r = idle.pop()
             r.busy = size
             self.inflight += size
-            push(done, self._on_done, r)
+            events.seq += 1  # events.push, inlined
+            heappush(events.heap, (done, events.seq, on_done, r))
 
     def _start(self, r: Replica, s: Stream, now: float) -> bool:
         arr = self.arr
