@@ -66,7 +66,8 @@ class Job:
 
 def run_job(job: Job) -> tuple[Job, float, float, float]:
     """(job, attainment, replica-seconds, attainment of priority level 1)."""
-    from infleet_operator.simulator.fleet import FleetConfig, simulate
+    from infleet_operator.simulator.fleet import simulate
+    from infleet_operator.simulator.fleet_config import FleetConfig
     from infleet_operator.simulator.report import per_priority, summarize
     from infleet_operator.simulator.scenario import setup_policy
     from infleet_operator.simulator.traces import synthetic

@@ -9,7 +9,8 @@ from infleet_operator.api import AutoscalingSpec
 from infleet_operator.autoscaling import Observation, make_policy
 from infleet_operator.autoscaling.bursts import RiseQuantile
 from infleet_operator.autoscaling.spec import policy_params
-from infleet_operator.simulator.fleet import FleetConfig, simulate
+from infleet_operator.simulator.fleet import simulate
+from infleet_operator.simulator.fleet_config import FleetConfig
 from infleet_operator.simulator.report import per_priority, summarize
 from infleet_operator.simulator.scenario import setup_policy
 from infleet_operator.simulator.traces import Trace, poisson_arrivals

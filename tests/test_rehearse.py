@@ -12,7 +12,7 @@ import yaml
 from infleet_operator import api
 from infleet_operator.cli import main as infleet
 from infleet_operator.scaler.controller import Autoscaler
-from infleet_operator.simulator.fleet import FleetConfig
+from infleet_operator.simulator.fleet_config import FleetConfig
 from infleet_operator.simulator.manifest import load_fleet, snippet, with_sets
 from infleet_operator.simulator.profile import Profile, load_profile, table_from_statistics
 from infleet_operator.simulator.rehearse import Slo, parse_slo, rehearse

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from infleet_operator.simulator.cli import main
-from infleet_operator.simulator.fleet import FleetConfig, FleetSim, simulate
+from infleet_operator.simulator.fleet import FleetSim, simulate
+from infleet_operator.simulator.fleet_config import FleetConfig
 from infleet_operator.simulator.report import summarize
 from infleet_operator.simulator.scenario import setup_policy
 from infleet_operator.simulator.streams import expand
@@ -83,9 +84,9 @@ class _ReadyTimes(FleetSim):
         super().__init__(*args)
         self.ready_at: dict[int, float] = {}
 
-    def _ready(self, r: Any, now: float) -> None:
-        self.ready_at.setdefault(r.rid, now)
-        super()._ready(r, now)
+    def ready(self, pod: Any, now: float) -> None:
+        self.ready_at.setdefault(pod.rid, now)
+        super().ready(pod, now)
 
 
 def test_a_live_runs_pod_starts_and_decision_phase_are_replayed() -> None:
@@ -96,9 +97,7 @@ def test_a_live_runs_pod_starts_and_decision_phase_are_replayed() -> None:
     sim = _ReadyTimes(trace, *setup_policy("predictive", trace, fleet, max_replicas=20))
     result = sim.run()
     assert result.ticks[:2, 0] == pytest.approx([0.5, 0.5 + sim.cfg.tick_s])
-    ups = sorted(
-        (r.created, sim.ready_at[r.rid] - r.created) for r in sim.replicas if r.created >= 0
-    )
+    ups = sorted((r.created, sim.ready_at[r.rid] - r.created) for r in sim.pods if r.created >= 0)
     assert len(ups) >= 3
     assert [d for _, d in ups[:2]] == pytest.approx([7.0, 11.0])
     assert 24.0 <= ups[2][1] <= 36.0  # then the profile's start, with its jitter

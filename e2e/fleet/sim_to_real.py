@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from infleet_operator.simulator.fleet import FleetConfig, SimResult
+from infleet_operator.simulator.fleet_config import FleetConfig
 from infleet_operator.simulator.manifest import validated
 from infleet_operator.simulator.profile import Profile
 from infleet_operator.simulator.rehearse import Slo, rehearse
+from infleet_operator.simulator.result import SimResult
 from infleet_operator.simulator.traces import Trace
 
 

@@ -94,7 +94,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from infleet_operator.simulator.fleet import FleetConfig
+    from infleet_operator.simulator.fleet_config import FleetConfig
     from infleet_operator.simulator.profile import Profile, load_profile, with_pod_start
     from infleet_operator.simulator.rehearse import parse_slo
     from infleet_operator.simulator.traces import make_trace

@@ -11,24 +11,28 @@ operator uses (:mod:`infleet_operator.autoscaling.tokens`).
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from infleet_operator.autoscaling import Observation
 from infleet_operator.autoscaling.spec import ControlLoop
 from infleet_operator.autoscaling.tokens import TokenLoad, TokenSignal
-from infleet_operator.simulator.fleet import TICK_COLUMNS, SimResult
+from infleet_operator.simulator.events import Arrivals, Driver, Timing
 from infleet_operator.simulator.gen_profile import GenerateProfile
 from infleet_operator.simulator.gen_replica import EngineLimits, GenReplica, Record, Seq
 from infleet_operator.simulator.gen_report import gen_stats
+from infleet_operator.simulator.pods import (
+    DRAINING,
+    SERVING,
+    STARTING,
+    Pod,
+    PodStarts,
+    replica_seconds,
+)
+from infleet_operator.simulator.result import SimResult
 from infleet_operator.simulator.traces import Trace
-
-STEP, READY, SCRAPE, TICK = range(4)
-STARTING, SERVING, DRAINING, GONE = range(4)
 
 
 @dataclass(frozen=True)
@@ -48,15 +52,17 @@ class GenFleetConfig:
     seed: int = 0
 
 
-class _Pod:
-    __slots__ = ("created", "end", "engine", "state", "version")
+class _Pod(Pod):
+    __slots__ = ("engine", "version")
 
     def __init__(self, engine: GenReplica, created: float) -> None:
-        self.engine, self.created, self.end = engine, created, math.inf
-        self.state, self.version = STARTING, 0
+        super().__init__(created)
+        self.engine, self.version = engine, 0
 
 
 class GenFleetSim:
+    """One run of the generative fleet over a trace (a :class:`~.events.FleetModel`)."""
+
     def __init__(self, trace: Trace, loop: ControlLoop, cfg: GenFleetConfig) -> None:
         if cfg.lb not in ("least-queue", "round-robin"):
             raise ValueError(f"unknown load balancer {cfg.lb!r}")
@@ -68,51 +74,19 @@ class GenFleetSim:
         nan = np.full(n, np.nan)
         self.rec = Record(self.arr, nan.copy(), nan.copy())
         self.pods: list[_Pod] = []
-        self.heap: list[tuple[float, int, int, Any]] = []
-        self.seq = self.rr = 0
+        timing = Timing(cfg.tick_s, cfg.scrape_interval_s, cfg.scrape_at_tick)
+        starts = PodStarts(cfg.start_delay_s, cfg.start_jitter, (), cfg.seed)
+        self.driver = Driver(self, loop, timing, starts, trace.duration)
+        self.events = self.driver.events
+        self.rr = 0
         self.lost: list[int] = []  # met no serving replica
-        self.rng = np.random.default_rng(cfg.seed)
         self.snaps: list[tuple[float, ...]] = []
-        self.tick_rows: list[tuple[float, ...]] = []
-        self.reasons: list[tuple[float, int, int, str]] = []
-        self.actions = self.limited = 0
-
-    def _push(self, t: float, kind: int, obj: Any = None) -> None:
-        self.seq += 1
-        heapq.heappush(self.heap, (t, self.seq, kind, obj))
+        self._on_step = self._step_due  # bound once, not per event
 
     def run(self) -> SimResult:
-        c, end, arr = self.cfg, self.trace.duration, self.arr.tolist()
         bounds = self.loop.policy.bounds
-        start = min(max(c.initial_replicas, bounds.min_replicas), bounds.max_replicas)
-        for _ in range(max(start, 1)):
-            self._ready(self._new_pod(-c.start_delay_s), 0.0)
-        if c.scrape_at_tick:
-            self._scrape(0.0)
-        else:
-            self._push(0.0, SCRAPE)
-        self._push(c.tick_s, TICK)
-        i, n = 0, len(arr)
-        while self.heap or i < n:
-            if i < n and (not self.heap or arr[i] < self.heap[0][0]):
-                self._arrive(i, arr[i])
-                i += 1
-                continue
-            t, _, kind, obj = heapq.heappop(self.heap)
-            if kind == STEP:
-                pod, version = obj
-                if version == pod.version:
-                    self._stepped(pod, t)
-            elif kind == READY:
-                self._ready(obj, t)
-            elif kind == SCRAPE:
-                self._scrape(t)
-                if t + c.scrape_interval_s <= end:
-                    self._push(t + c.scrape_interval_s, SCRAPE)
-            else:
-                self._tick(t)
-                if t + c.tick_s <= end:
-                    self._push(t + c.tick_s, TICK)
+        start = min(max(self.cfg.initial_replicas, bounds.min_replicas), bounds.max_replicas)
+        self.driver.run(max(start, 1), Arrivals(self.arr.tolist(), self._arrive))
         return self._result()
 
     # -- requests and steps ----------------------------------------------------------
@@ -136,7 +110,12 @@ class GenFleetSim:
     def _schedule(self, pod: _Pod, at: float) -> None:
         pod.version += 1
         if at < math.inf:
-            self._push(at, STEP, (pod, pod.version))
+            self.events.push(at, self._on_step, (pod, pod.version))
+
+    def _step_due(self, due: tuple[_Pod, int], now: float) -> None:
+        pod, version = due
+        if version == pod.version:
+            self._stepped(pod, now)
 
     def _stepped(self, pod: _Pod, now: float) -> None:
         e = pod.engine
@@ -144,35 +123,31 @@ class GenFleetSim:
         self._schedule(pod, e.plan(now))
         if pod.state == DRAINING and not e.busy:
             self.lost.extend(s.rid for s in e.drop_all())  # only ones that cannot run
-            pod.state, pod.end = GONE, now
+            pod.retire(now)
 
     # -- replicas --------------------------------------------------------------------
-    def _new_pod(self, now: float) -> _Pod:
+    def new_pod(self, now: float) -> _Pod:
         pod = _Pod(GenReplica(self.cfg.profile, self.cfg.limits, self.rec), now)
         self.pods.append(pod)
         return pod
 
-    def _ready(self, pod: _Pod, now: float) -> None:
+    def ready(self, pod: _Pod, now: float) -> None:
         if pod.state == STARTING:
             pod.state = SERVING
 
-    def _scale(self, want: int, current: int, now: float) -> None:
-        if want > current:
-            for _ in range(want - current):
-                jitter = 1.0 + self.cfg.start_jitter * (2.0 * self.rng.random() - 1.0)
-                self._push(now + self.cfg.start_delay_s * jitter, READY, self._new_pod(now))
-            return
+    def scale_down(self, k: int, now: float) -> None:
+        """Unready pods first, then the least loaded; a busy one drains (never cuts a stream)."""
         live = [p for p in self.pods if p.state in (STARTING, SERVING)]
         live.sort(key=lambda p: (p.state != STARTING, p.engine.load, -p.created))
-        for pod in live[: current - want]:
+        for pod in live[:k]:
             if pod.state == STARTING or not pod.engine.busy:
                 self.lost.extend(s.rid for s in pod.engine.drop_all())
-                pod.state, pod.end = GONE, now
+                pod.retire(now)
             else:
                 pod.state = DRAINING
 
-    # -- metrics and decisions ---------------------------------------------------------
-    def _scrape(self, now: float) -> None:
+    # -- metrics and result ------------------------------------------------------------
+    def scrape(self, now: float) -> None:
         up = [p.engine for p in self.pods if p.state == SERVING]
         tokens = self.rec.tokens + sum(e.tokens_in_flight(now) for e in up)
         arrived = int(np.searchsorted(self.arr, now, side="right"))
@@ -190,53 +165,28 @@ class GenFleetSim:
         )
         del self.snaps[:-2]
 
-    def _tick(self, now: float) -> None:
-        if self.cfg.scrape_at_tick:
-            self._scrape(now)
-        current = sum(1 for p in self.pods if p.state in (STARTING, SERVING))
-        ready = sum(1 for p in self.pods if p.state == SERVING)
+    def observe(self, now: float, current: int, ready: int) -> Observation:
         if len(self.snaps) < 2:
-            obs = Observation(now, current, ready, missing=True)
-        else:
-            (t0, a0, k0, _, _, _, _, _), (t1, a1, k1, f1, w, r, used, blocks) = self.snaps
-            dt = t1 - t0
-            per_seq = k1 / f1 if f1 else None
-            load = TokenLoad(w, r, used, blocks, (a1 - a0) / dt, (k1 - k0) / dt, per_seq)
-            obs = self.cfg.tokens.observation(now, current, ready, load)
-        d, plan = self.loop.step(obs)
-        nan = math.nan
-        self.tick_rows.append(
-            (
-                now,
-                obs.arrival_rate if obs.arrival_rate is not None else nan,
-                current,
-                ready,
-                plan.replicas,
-                d.forecast_rate if d.forecast_rate is not None else nan,
-                obs.completion_rate if obs.completion_rate is not None else nan,
-            )
-        )
-        self.limited += d.limited_by is not None
-        if plan.changed:
-            self.actions += 1
-            self.reasons.append((now, current, plan.replicas, plan.reason))
-            self._scale(plan.replicas, current, now)
+            return Observation(now, current, ready, missing=True)
+        (t0, a0, k0, _, _, _, _, _), (t1, a1, k1, f1, w, r, used, blocks) = self.snaps
+        dt = t1 - t0
+        per_seq = k1 / f1 if f1 else None
+        load = TokenLoad(w, r, used, blocks, (a1 - a0) / dt, (k1 - k0) / dt, per_seq)
+        return self.cfg.tokens.observation(now, current, ready, load)
 
     def _result(self) -> SimResult:
-        end, rec = self.trace.duration, self.rec
-        seconds = sum(max(0.0, min(p.end, end) - max(p.created, 0.0)) for p in self.pods)
-        ticks = np.asarray(self.tick_rows, dtype=np.float64).reshape(-1, len(TICK_COLUMNS))
+        end, rec, log = self.trace.duration, self.rec, self.driver.log
         return SimResult(
             arrivals=self.arr,
             latency=rec.first_token - self.arr,  # time to first token
             duration=end,
-            replica_seconds=seconds,
-            scale_actions=self.actions,
-            ticks=ticks,
-            limited_ticks=self.limited,
+            replica_seconds=replica_seconds(self.pods, end),
+            scale_actions=log.actions,
+            ticks=log.ticks(),
+            limited_ticks=log.limited,
             completed=rec.finished,
             timed_out=len(rec.expired) + len(self.lost),
-            reasons=self.reasons,
+            reasons=log.reasons,
             generation=gen_stats(self.arr, rec.first_token, rec.finish, rec.itl, rec.tokens),
         )
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 from infleet_operator.api import InferenceDeploymentSpec
 from infleet_operator.autoscaling.spec import ControlLoop, loop_settings, token_signal
 from infleet_operator.autoscaling.tokens import TokenSignal
-from infleet_operator.simulator.fleet import FleetConfig
+from infleet_operator.simulator.fleet_config import FleetConfig
 from infleet_operator.simulator.gen_fleet import GenFleetConfig
 from infleet_operator.simulator.gen_profile import GenerateProfile
 from infleet_operator.simulator.gen_replica import EngineLimits

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infleet_operator.simulator.fleet import SimResult
+from infleet_operator.simulator.result import SimResult
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from infleet_operator.autoscaling.spec import LoopSettings
 from infleet_operator.generation import generates
-from infleet_operator.simulator.fleet import FleetConfig, SimResult, simulate
+from infleet_operator.simulator.fleet import simulate
+from infleet_operator.simulator.fleet_config import FleetConfig
 from infleet_operator.simulator.gen_fleet import simulate_generation
 from infleet_operator.simulator.gen_scenario import (
     engine_limits,
@@ -22,6 +23,7 @@ from infleet_operator.simulator.gen_scenario import (
 from infleet_operator.simulator.manifest import Fleet, parse_assignment, snippet, with_sets
 from infleet_operator.simulator.profile import Profile
 from infleet_operator.simulator.report import Summary, summarize
+from infleet_operator.simulator.result import SimResult
 from infleet_operator.simulator.scenario import fleet_for_spec, setup_for_spec
 from infleet_operator.simulator.traces import Trace
 

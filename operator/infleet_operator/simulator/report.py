@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from infleet_operator.simulator.fleet import SimResult
+from infleet_operator.simulator.result import SimResult
 
 
 @dataclass(frozen=True)

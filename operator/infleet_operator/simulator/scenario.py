@@ -19,7 +19,7 @@ from infleet_operator.autoscaling.spec import (
     loop_settings,
     shed_queue_depth,
 )
-from infleet_operator.simulator.fleet import FleetConfig
+from infleet_operator.simulator.fleet_config import FleetConfig
 from infleet_operator.simulator.profile import Profile
 from infleet_operator.simulator.service import saturated_throughput
 from infleet_operator.simulator.traces import Trace
