@@ -2,7 +2,7 @@
 
 The live run records its offered load (each request's send time) and the
 operator's decisions (status.autoscaler: each scale's history entry and every
-lastDecision seen, stamped to the millisecond when the decision was taken);
+lastDecision seen, stamped to the millisecond when its counters were read);
 the simulator replays the same arrivals through the same manifest,
 with the profile measured in the same run (batch service times from a worker's
 statistics, the forecast lead from status.podStartSeconds), the operator's
