@@ -63,6 +63,7 @@ SPEC: dict[str, Any] = {
 # plateau sits well past the 3 -> 4 replica threshold (3 x 80 x 0.7 = 168 req/s) so that
 # the time of each scale-up is set by the ramp, not by noise at the top of it.
 RAMP = [(0, 10), (10, 10), (80, 200), (95, 200), (100, 0)]
+STAMP_JITTER_S = 0.2  # decision stamps sit 0-8 ms after the grid (once 78 ms: a late wake)
 
 
 @pytest.fixture(scope="module")
@@ -205,16 +206,23 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
         f"):\n{result.report()}"
     )
     # Tolerances: replica-seconds within 15%, peak within 1 (issue 16's), and the time the
-    # fleet was first asked for each count within four decision periods. Issue 16 asks for
-    # one: with the clocks, arrivals, pod starts and the compared event now the same on both
-    # sides, 8 runs gave gaps of 0-0.1 s for 2 replicas (2.0 once), 0-4.1 s for 3 and
-    # 0-6.1 s for 4: misses of whole decisions, either way. Near each threshold the forecast sits
-    # within noise of it for several decisions, and what the profile does not model decides
-    # which one (a worker's queue spiking to 239, live throughput ~7% under the batch
-    # statistics' so a lower learnt capacity). docs/autoscaling.md, Sim-to-real.
+    # fleet was first asked for each count within two decision periods; issue 16 asks for
+    # one. Both sides now decide on the same grid (the operator reads its metrics on it,
+    # rates timed at the read) and learn capacity only from a lasting backlog, so a gap is a
+    # whole number of periods (plus the stamps' ms off the grid), and rates and forecasts
+    # agree to ~1 req/s tick by tick. Over 12 runs, gaps for 2/3/4 replicas: 0/0/0 in eight,
+    # 0.1/0/0 (a wake 78 ms late), 2.0/0/0, 0/2.0/0 and 0/0/4.0. In the two misses logged
+    # decision by decision (2.0/0/0, 0/0/4.0): the workers' queue stands ~2x the simulated
+    # one near saturation (a replica serves ~73 req/s live, ~80 by its batch statistics), so
+    # at 1 replica and 93-97% load it stood over 8 at consecutive decisions and the operator
+    # learnt a lower capacity (79.1 and 78.4 req/s) where the simulation learnt none; a
+    # threshold the real forecast then crossed by 0.1 req/s the simulated one crossed one or
+    # two decisions later. Replaying these runs with the live throughput (10 ms more per
+    # batch) fixed neither and added three misses: the queue's instants, not its mean, pick
+    # the ticks. docs/autoscaling.md.
     assert result.cost_error <= 0.15, result.report()
     assert abs(result.real_peak - result.sim_peak) <= 1, result.report()
-    assert result.worst_scale_up_gap() <= 4 * period, result.report()
+    assert result.worst_scale_up_gap() <= 2 * period + STAMP_JITTER_S, result.report()
 
     # The autoscaler's writes are its own field manager's: never drift to correct.
     assert "edited outside the operator" not in operator.text()

@@ -157,3 +157,16 @@ def test_unknown_policy_and_parameter_are_rejected() -> None:
         make_policy("nope")
     with pytest.raises(ValueError, match="unknown parameter"):
         make_policy("hpa", {"targte": 3})
+
+
+def test_predictive_learns_capacity_only_from_a_backlog_that_lasts() -> None:
+    """One tick's queue over the mark below saturation (completions = arrivals) teaches
+    nothing; a backlog at both ends of an interval is saturation: completions = capacity."""
+    p = make_policy("predictive", {**PARAMS["predictive"], "saturation_queue_per_replica": 8})
+    spiky = [30.0 if i % 2 else 2.0 for i in range(40)]  # every other tick over the mark
+    for i, q in enumerate(spiky):
+        p.decide(obs(2.0 * i, 28.0, 1, queue_depth=q, completion_rate=28.0))
+    assert p.capacity == 40.0  # type: ignore[attr-defined]
+    for i in range(40, 140):
+        p.decide(obs(2.0 * i, 50.0, 1, queue_depth=30.0, completion_rate=32.0))
+    assert p.capacity == pytest.approx(32.0, abs=0.5)  # type: ignore[attr-defined]

@@ -2,12 +2,13 @@
 
 The live run records its offered load (each request's send time) and the
 operator's decisions (status.autoscaler: each scale's history entry and every
-lastDecision seen, stamped to the millisecond when the decision was taken);
+lastDecision seen, stamped to the millisecond when its counters were read);
 the simulator replays the same arrivals through the same manifest,
 with the profile measured in the same run (batch service times from a worker's
 statistics, the forecast lead from status.podStartSeconds), the operator's
 decision phase (its timer decides on a fixed grid; the simulator ticks on that
-grid) and each new pod's start as it happened (decision -> taking traffic).
+grid), each new pod's start as it happened (decision -> taking traffic) and
+the traffic's load balancing (round robin: a queue per pod).
 Compared, both sides the same event, the desired replica count written at a
 decision: replica-seconds, peak replicas, and when each count was first asked
 for on the way up.
@@ -166,6 +167,7 @@ def replay(
     """The simulator's run of the same manifest on the same arrivals, clock and pod starts."""
     base = replace(
         FleetConfig(seed=seed),
+        lb="round-robin",  # FleetTraffic's: each pod its own queue, as the workers have
         initial_replicas=initial,
         start_jitter=0.0,
         start_delays=delays,

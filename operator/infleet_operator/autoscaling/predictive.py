@@ -5,8 +5,9 @@ replicas = (forecast rate at now + lead  +  backlog / drain horizon)
 
 - lead = pod start-to-Ready time: a replica asked for now serves from then on.
 - capacity per replica starts at a prior and learns from ticks where the fleet
-  is saturated (a backlog per ready replica), where completions per ready
-  replica are the throughput a replica really reaches with full batches.
+  is saturated (a backlog per ready replica, at this tick and the one before),
+  where completions per ready replica are the throughput a replica really
+  reaches with full batches.
 - up and down use different headroom (a dead band), scale-up is immediate,
   scale-down waits until the lower target has held for a window and then
   steps down by bounded amounts.
@@ -74,6 +75,7 @@ class PredictivePolicy:
         self._down_since = -math.inf
         self._fast = 0.0
         self._fast_t: float | None = None
+        self._backlogged = False  # the previous tick saw a saturation backlog
         if not 0 <= config.burst_quantile < 1:
             raise ValueError("predictive burst_quantile must be in [0, 1)")
         self.rises = RiseQuantile(max(config.lead_s, 1.0), config.burst_history_s)
@@ -92,6 +94,7 @@ class PredictivePolicy:
     def decide(self, obs: Observation) -> Decision:
         if not obs.has_data:
             self._down.clear()  # a gap restarts the scale-down hold
+            self._backlogged = False
             return hold(obs, self.bounds, "metrics missing")
         c = self.config
         assert obs.arrival_rate is not None and obs.queue_depth is not None
@@ -172,9 +175,14 @@ class PredictivePolicy:
     def _learn_capacity(self, obs: Observation) -> None:
         c = self.config
         ready = obs.ready_replicas
-        if not c.learn_capacity or ready <= 0 or obs.completion_rate is None:
-            return
-        if (obs.queue_depth or 0.0) < c.saturation_queue_per_replica * ready:
+        backlogged = (obs.queue_depth or 0.0) >= c.saturation_queue_per_replica * max(ready, 1)
+        # Saturated over the whole interval: a backlog at both of its ends. One instant's
+        # queue passes the mark by chance below saturation (with batches of 8, one full
+        # batch waiting at 80% load); completions there are the arrival rate, and each
+        # such tick pulled capacity down toward it (a live run learnt 76 req/s from five
+        # of them at 72-98% load, its simulation 79.6 from one: another threshold).
+        sustained, self._backlogged = backlogged and self._backlogged, backlogged
+        if not c.learn_capacity or ready <= 0 or obs.completion_rate is None or not sustained:
             return
         sample = obs.completion_rate / ready
         lo, hi = 0.25 * c.capacity_per_replica, 4.0 * c.capacity_per_replica

@@ -10,6 +10,7 @@ measured pod start only moves the forecast lead (the policy keeps what it learnt
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -24,7 +25,7 @@ from infleet_operator.kube import ApiError
 from infleet_operator.metrics import record_autoscaler
 from infleet_operator.runtime import Runtime
 from infleet_operator.scaler.controller import Autoscaler, TickOutcome
-from infleet_operator.scaler.grid import TIMER_SECONDS, decision_due
+from infleet_operator.scaler.grid import TIMER_SECONDS, decision_due, wait_s
 from infleet_operator.scaler.prometheus import scrape_prometheus
 from infleet_operator.scaler.scrape import scrape_pods
 
@@ -122,6 +123,7 @@ async def autoscale(
     if due is None:
         return
     last_ticks[key] = due
+    await asyncio.sleep(wait_s(due, time.monotonic()))  # read the metrics on the grid
 
     deployment = rt.indices.deployment(key)
     if deployment is None:
@@ -132,19 +134,21 @@ async def autoscale(
     if scaler is None or not scaler.adopt(auto, pod_start, tokens):
         scaler = scalers[key] = Autoscaler.for_spec(auto, pod_start, tokens)
 
-    targets = ready_pod_targets(rt.indices.pod_list(key))
     server = children.server_spec(parsed)
     timeout = auto.metrics.scrape_timeout_seconds
+    targets = ready_pod_targets(rt.indices.pod_list(key))
+    # The decision's time is when the counters were read: as the scrape starts. A live
+    # run's arrivals, counted between scrape starts, match the pods' counter deltas to
+    # 0.5 req/s rms (between scrape ends: 4.5); the replies take 10-200 ms to come back
+    # and be parsed here under load, so stamping the rates when they had (as before) put
+    # each interval off by up to a tenth of it, and each rate by as much.
+    now, wall = time.monotonic(), dt.datetime.now(dt.UTC)
     if auto.metrics.prometheus_url:
         samples = await scrape_prometheus(
             auto.metrics.prometheus_url, namespace or "", targets, timeout, tokens is not None
         )
     else:
         samples = await scrape_pods(targets, server.metrics_port, timeout)
-    # The decision's time is when the counters were read, as the scrapes answered: up to
-    # 0.2 s after the wake under load, and that varies, so rates over wake times were off
-    # by up to a tenth of a 2 s interval.
-    now, wall = time.monotonic(), dt.datetime.now(dt.UTC)
     current = int(deployment.get("spec", {}).get("replicas", 1))
     ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
     outcome = scaler.tick(
