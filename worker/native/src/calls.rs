@@ -121,62 +121,50 @@ impl Shared {
         (id, guard)
     }
 
-    /// Python's answer to a unary call; false when the call is gone.
-    pub fn answer(&self, id: u64, result: Result<Bytes, Status>) -> bool {
-        let tx = {
-            let mut calls = lock(&self.calls);
-            match calls.remove(&id) {
-                Some(Call::Unary(tx)) => tx,
-                Some(other @ (Call::Stream(_) | Call::Http(_))) => {
+    /// Take the calls these answers are for out of the open calls, keeping those that
+    /// are not of the kind ``sender`` accepts. Answers are sent by the caller after the
+    /// lock is released: each send wakes the transport's thread, whose first act on a
+    /// finished call (dropping its guard) takes the same lock; sending under it made
+    /// that thread block on the lock while Python still held it.
+    fn take_calls<T, S>(
+        &self,
+        answers: impl Iterator<Item = (u64, T)>,
+        sender: impl Fn(Call) -> Result<S, Call>,
+    ) -> Vec<(S, T)> {
+        let mut calls = lock(&self.calls);
+        answers
+            .filter_map(|(id, answer)| match sender(calls.remove(&id)?) {
+                Ok(tx) => Some((tx, answer)),
+                Err(other) => {
                     calls.insert(id, other);
-                    return false;
+                    None
                 }
-                None => return false,
-            }
-        };
-        tx.send(result).is_ok()
+            })
+            .collect()
     }
 
-    /// Unary answers; the calls are taken out under the lock and answered after it is
-    /// released: each send wakes the transport's thread, whose first act on a finished
-    /// call (dropping its guard) takes the same lock; sending under it made that thread
-    /// block on the lock while Python still held it.
+    /// Python's answer to a unary call; false when the call is gone.
+    pub fn answer(&self, id: u64, result: Result<Bytes, Status>) -> bool {
+        self.take_calls(std::iter::once((id, result)), unary)
+            .into_iter()
+            .any(|(tx, result)| tx.send(result).is_ok())
+    }
+
+    /// Unary answers; how many were still wanted.
     pub fn answer_many(&self, answers: impl Iterator<Item = (u64, Bytes)>) -> usize {
-        let ready: Vec<_> = {
-            let mut calls = lock(&self.calls);
-            answers
-                .filter_map(|(id, message)| match calls.remove(&id) {
-                    Some(Call::Unary(tx)) => Some((tx, message)),
-                    Some(other) => {
-                        calls.insert(id, other);
-                        None
-                    }
-                    None => None,
-                })
-                .collect()
-        };
-        ready
+        self.take_calls(answers, unary)
             .into_iter()
             .map(|(tx, message)| usize::from(tx.send(Ok(message)).is_ok()))
             .sum()
     }
 
-    /// HTTP answers, sent after the lock is released (as answer_many).
+    /// HTTP answers; how many were still wanted.
     pub fn answer_http_many(&self, answers: impl Iterator<Item = (u64, HttpAnswer)>) -> usize {
-        let ready: Vec<_> = {
-            let mut calls = lock(&self.calls);
-            answers
-                .filter_map(|(id, answer)| match calls.remove(&id) {
-                    Some(Call::Http(tx)) => Some((tx, answer)),
-                    Some(other) => {
-                        calls.insert(id, other);
-                        None
-                    }
-                    None => None,
-                })
-                .collect()
+        let http = |call| match call {
+            Call::Http(tx) => Ok(tx),
+            other => Err(other),
         };
-        ready
+        self.take_calls(answers, http)
             .into_iter()
             .map(|(tx, answer)| usize::from(tx.send(answer).is_ok()))
             .sum()
@@ -200,6 +188,15 @@ impl Shared {
 
     pub fn open_calls(&self) -> usize {
         lock(&self.calls).len()
+    }
+}
+
+type UnaryTx = oneshot::Sender<Result<Bytes, Status>>;
+
+fn unary(call: Call) -> Result<UnaryTx, Call> {
+    match call {
+        Call::Unary(tx) => Ok(tx),
+        other => Err(other),
     }
 }
 
