@@ -53,9 +53,9 @@ def decode_request(msg: pb.ModelInferRequest, default_version: str) -> InferRequ
         datatype = t.datatype
         if datatype not in DATATYPES:
             raise invalid(f"input '{name}': unknown datatype {datatype!r}")
-        if len(t.shape) > MAX_DIMS or any(d < 0 for d in t.shape):
-            raise invalid(f"input '{name}': bad shape {list(t.shape)}")
-        shape = tuple(int(d) for d in t.shape)
+        shape = tuple(t.shape)  # one read of the repeated field (each read wraps it anew)
+        if len(shape) > MAX_DIMS or (shape and min(shape) < 0):
+            raise invalid(f"input '{name}': bad shape {list(shape)}")
         if "shared_memory_region" in t.parameters:
             raise invalid(f"input '{name}': shared memory is not supported")
         if raw:
@@ -84,15 +84,17 @@ def decode_request(msg: pb.ModelInferRequest, default_version: str) -> InferRequ
         inputs[name] = Tensor(datatype, arr)
     if not inputs:
         raise invalid("request has no inputs")
-    params = {k: param_value(v) for k, v in msg.parameters.items()}
+    given = msg.parameters
+    params = {k: param_value(v) for k, v in given.items()} if given else {}
     priority = params.get("priority", 0) or 0
     timeout = params.get("timeout")
     if type(priority) is not int or priority < 0:
         raise invalid("'priority' must be a non-negative integer")
     if timeout is not None and (type(timeout) is not int or timeout < 0):
         raise invalid("'timeout' must be a non-negative integer (microseconds)")
-    requested = [o.name for o in msg.outputs] or None
-    for o in msg.outputs:
+    outputs = msg.outputs
+    requested = [o.name for o in outputs] or None
+    for o in outputs:
         if "shared_memory_region" in o.parameters:
             raise invalid(f"output '{o.name}': shared memory is not supported")
     return InferRequest(
