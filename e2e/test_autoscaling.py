@@ -114,6 +114,10 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
 
     wait_for(ready, timeout=120, what="the fleet to be Ready")
+    # kopf blocks the deletion of an object its autoscaler timer runs for until the timer
+    # has stopped (docs/operator.md, Deletion; uninstall order in docs/install.md).
+    meta = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)["metadata"]
+    assert meta.get("finalizers") == ["infleet.dev/finalizer"], meta
     watcher = EndpointWatcher(api, ns, f"{name}-headless").start()
     traffic = FleetTraffic(lambda: watcher.addresses, "synthetic", port=8000)
     try:
@@ -226,3 +230,16 @@ def test_ramp_scales_up_ahead_of_the_queue_and_back_down_without_failures(
 
     # The autoscaler's writes are its own field manager's: never drift to correct.
     assert "edited outside the operator" not in operator.text()
+
+    # Deleted while the operator runs, the object goes: kopf stops the timer and releases
+    # its finalizer.
+    custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+    def deleted() -> bool:
+        try:
+            custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        except client.ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_for(deleted, timeout=60, what="the autoscaled object to be deleted")

@@ -2,7 +2,8 @@
 
 - create / update(spec) / resume of an InferenceDeployment -> apply its children
   (server-side apply, owner references: garbage collection deletes them, so
-  there is no delete handler and kopf adds no finalizer);
+  there is no delete handler and no handler here needs a finalizer; the
+  autoscaler's timer, scaler/timer.py, does: kopf adds one to autoscaled objects);
 - events of the worker Deployments and pods -> refresh the owner's status;
 - indices of all three, so a status refresh reads nothing from the API server.
 """

@@ -2,9 +2,9 @@
 
 - Bookkeeping in annotations (prefix ``infleet.dev``): the CRD's structural
   schema prunes unknown ``status`` fields, and Git owns ``spec``.
-- No finalizer: there is no delete handler (owner references garbage-collect
-  the children); the finalizer name is set anyway so that, should one ever be
-  added, it is ours and not kopf's default.
+- No delete handler (owner references garbage-collect the children). kopf adds
+  its finalizer only to autoscaled objects, for the autoscaler's timer (kopf
+  stops a timer before its object goes); its name is ours, ``infleet.dev/finalizer``.
 - Peering (leader election): cluster-wide ``ClusterKopfPeering`` named
   ``--peering-name``; kopf pauses every operator that sees a peer of higher *or
   equal* priority, so each replica needs a distinct priority: ``--priority``,
