@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fleet import scale_run
 from fleet.sim_to_real import (
     Track,
     compare,
@@ -15,6 +16,7 @@ from fleet.sim_to_real import (
     stamp_seconds,
     start_delays,
 )
+from fleet.traffic import ramp_schedule
 from infleet_operator.simulator.profile import Profile
 
 SPEC = {
@@ -88,3 +90,46 @@ def test_start_delays_run_from_each_decision_to_the_pod_taking_traffic() -> None
     serving = [(5.0, 1), (14.0, 2), (19.5, 3), (31.0, 3), (36.0, 4), (61.0, 3)]
     assert start_delays(history, 0.0, serving) == pytest.approx((4.0, 9.5, 6.0))
     assert start_delays(history, 0.0, serving[:3]) == pytest.approx((4.0, 9.5))
+
+
+def _sends(ramp: list[tuple[float, float]], seed: int) -> list[float]:
+    """Poisson send times on a piecewise-linear rate (thinning)."""
+    rng = np.random.default_rng(seed)
+    rate, end = ramp_schedule(ramp), ramp[-1][0]
+    peak = max(r for _, r in ramp)
+    t, out = 0.0, []
+    while (t := t + rng.exponential(1 / peak)) < end:
+        if rng.random() < rate(t) / peak:
+            out.append(t)
+    return out
+
+
+def _worst_gap_with_a_slower_live_replica(ramp: list[tuple[float, float]]) -> float:
+    """The e2e run's manifest on ``ramp``: the largest gap between when a fleet whose
+    replica is 15% slower than its profile (the live one, ~73 req/s for ~80) and one as
+    profiled were first asked for each count, over arrival seeds and decision phases."""
+
+    def table(slower: float) -> tuple[tuple[int, float], ...]:
+        return tuple((b, slower * (0.060 + 0.005 * b)) for b in (1, 2, 4, 8))  # baseMs, perItemMs
+
+    end, delays, worst = ramp[-1][0] + 60.0, (6.0,) * 6, 0.0
+    for seed in range(6):
+        sends = _sends(ramp, seed)
+        for phase in (0.5, 1.3, 2.0):
+            runs = [
+                replay("r", scale_run.SPEC, sends, end, Profile(table(x), 6.0), 1, phase, delays)
+                for x in (1.0, 1.15)
+            ]
+            gap = compare(sim_track(runs[1], 1), sim_track(runs[0], 1)).worst_scale_up_gap()
+            worst = max(worst, gap)
+    return worst
+
+
+def test_the_e2e_ramp_keeps_a_slower_live_replica_within_one_decision() -> None:
+    """e2e/test_autoscaling holds the live run's scale-ups to one decision period of its
+    replay. Its ramp is steep where the thresholds lie, so a slower live replica moves a
+    scale-up by one decision at most; on the gentle 70 s ramp it used before, by two."""
+    period = scale_run.SPEC["autoscaling"]["intervalSeconds"]
+    assert _worst_gap_with_a_slower_live_replica(scale_run.RAMP) <= period + 1e-6
+    gentle = [(0, 10), (10, 10), (80, 200), (95, 200), (100, 0)]
+    assert _worst_gap_with_a_slower_live_replica(gentle) >= 2 * period
