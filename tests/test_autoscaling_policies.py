@@ -9,6 +9,7 @@ import pytest
 
 from infleet_operator.autoscaling import Decision, Observation, make_policy
 from infleet_operator.autoscaling.policy import Policy
+from infleet_operator.autoscaling.predictive import PredictivePolicy
 
 REACTIVE = ("hpa", "kpa", "predictive")
 PARAMS = {
@@ -104,6 +105,26 @@ def test_predictive_scale_down_needs_hold_and_bounded_steps() -> None:
     counts = [d.desired_replicas for d in decisions[150:]]
     steps = [a - b for a, b in itertools.pairwise(counts) if b < a]
     assert steps and max(steps) <= max(1, int(high * 0.2))
+
+
+def test_predictive_holds_one_lead_before_scaling_down_unless_told() -> None:
+    """Unset, the down window is the lead (a pod start), and follows a new measured lead."""
+
+    def first_drop(policy: Policy) -> float:
+        decisions = run(policy, [300.0] * 150 + [60.0] * 300, replicas=12)
+        high = decisions[149].desired_replicas
+        return 2.0 * next(i for i, d in enumerate(decisions[150:]) if d.desired_replicas < high)
+
+    params = {k: v for k, v in PARAMS["predictive"].items() if k != "down_window_s"}
+    short, long = ({**params, "lead_s": lead} for lead in (30.0, 240.0))
+    assert 30.0 <= first_drop(make_policy("predictive", short)) < 60.0
+    assert 240.0 <= first_drop(make_policy("predictive", long)) < 300.0
+    moved = make_policy("predictive", short)
+    assert isinstance(moved, PredictivePolicy)
+    moved.set_lead(240.0)
+    assert moved.down_window_s == 240.0
+    told = make_policy("predictive", {**long, "down_window_s": 30.0})
+    assert 30.0 <= first_drop(told) < 60.0
 
 
 def test_predictive_never_reports_a_negative_rate() -> None:

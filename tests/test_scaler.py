@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from infleet_operator.api import AutoscalingSpec
 from infleet_operator.autoscaling.observations import Decision
 from infleet_operator.autoscaling.plan import plan_replicas
+from infleet_operator.autoscaling.predictive import PredictivePolicy
 from infleet_operator.autoscaling.spec import DEFAULT_LEAD_SECONDS, forecast_lead, policy_params
 from infleet_operator.scaler.controller import Autoscaler
 from infleet_operator.scaler.observer import FleetObserver
@@ -110,6 +111,25 @@ def test_lead_prefers_override_then_measurement() -> None:
     assert forecast_lead(spec, 42.5) == 42.5
     spec = AutoscalingSpec.model_validate({"enabled": True, "predictive": {"horizonSeconds": 90}})
     assert forecast_lead(spec, 42.5) == 90
+
+
+def test_scale_down_hold_is_the_specs_else_each_policys_own() -> None:
+    """Unset: hpa holds Kubernetes' 300 s, predictive one lead (no parameter: the policy
+    follows each new measured lead); set: both hold what the spec says."""
+    unset = {"enabled": True, "minReplicas": 1, "maxReplicas": 5}
+    hpa = policy_params(AutoscalingSpec.model_validate({**unset, "policy": "hpa"}), 30.0)[1]
+    assert hpa["scale_down_stabilization_s"] == 300.0
+    pred = AutoscalingSpec.model_validate({**unset, "policy": "predictive"})
+    assert "down_window_s" not in policy_params(pred, 30.0)[1]
+    scaler = Autoscaler.for_spec(pred, 30.0)
+    assert scaler.adopt(pred, 45.0)  # a new pod start retunes, it does not rebuild
+    assert isinstance(scaler.loop.policy, PredictivePolicy)
+    assert scaler.loop.policy.down_window_s == 45.0
+    off = AutoscalingSpec.model_validate({**unset, "predictive": {"enabled": False}})
+    assert policy_params(off, 30.0)[1]["down_window_s"] == DEFAULT_LEAD_SECONDS
+    for policy, key in (("hpa", "scale_down_stabilization_s"), ("predictive", "down_window_s")):
+        spec = {**unset, "policy": policy, "scaleDownStabilizationSeconds": 45}
+        assert policy_params(AutoscalingSpec.model_validate(spec), 30.0)[1][key] == 45.0
 
 
 @pytest.mark.parametrize("policy", ["hpa", "kpa", "predictive"])

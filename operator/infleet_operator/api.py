@@ -272,7 +272,15 @@ class AutoscalingSpec(Spec):
     predictive: PredictiveSpec = Field(default_factory=PredictiveSpec)
     interval_seconds: int = Field(default=15, ge=1, le=600, description="Decision period.")
     scale_up_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
-    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
+    scale_down_stabilization_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description="How long a lower replica count must hold before the fleet scales down. "
+        "Unset: 300 s for hpa (Kubernetes' default); one forecast lead (the measured pod "
+        "start) for predictive: a replica let go in a shorter dip could not be back in time, "
+        "and one kept longer pays for load that would have had a new pod in time.",
+    )
     metrics: MetricsSourceSpec = Field(default_factory=MetricsSourceSpec)
     overload: OverloadSpec = Field(default_factory=OverloadSpec)
 

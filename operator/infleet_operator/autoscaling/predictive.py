@@ -9,8 +9,9 @@ replicas = (forecast rate at now + lead  +  backlog / drain horizon)
   where completions per ready replica are the throughput a replica really
   reaches with full batches.
 - up and down use different headroom (a dead band), scale-up is immediate,
-  scale-down waits until the lower target has held for a window and then
-  steps down by bounded amounts.
+  scale-down waits until the lower target has held for a window (one lead
+  unless the spec sets ``scaleDownStabilizationSeconds``) and then steps down
+  by bounded amounts.
 - burst-aware headroom (``burst_quantile`` > 0): the plan is multiplied by
   1 + the quantile of how much the rate rose within one lead in this trace's
   own history (:mod:`infleet_operator.autoscaling.bursts`), capped.
@@ -42,7 +43,10 @@ class PredictiveConfig:
     normal_queue_per_replica: float = 4.0  # queue that batching keeps anyway; not backlog
     headroom_up: float = 0.15  # capacity over the plan when scaling up (forecast error)
     headroom_down: float = 0.10  # what a scale-down keeps; scale-up triggers at 0 headroom
-    down_window_s: float = 120.0  # lower target must hold this long before scaling down
+    # A lower target must hold this long before scaling down. None: one lead (the pod
+    # start), since a replica let go in a shorter dip could not be back when load returns,
+    # and one held longer costs replica-seconds no return of load within a lead needs.
+    down_window_s: float | None = None
     down_step_fraction: float = 0.2  # at most this share of replicas removed per step
     down_step_interval_s: float = 30.0
     level_tau_s: float = 20.0
@@ -149,28 +153,33 @@ class PredictivePolicy:
         self._fast_t = t
         return self._fast
 
-    def _scale_down(self, now: float, need: int, current: int) -> tuple[int, str]:
+    @property
+    def down_window_s(self) -> float:
         c = self.config
+        return c.lead_s if c.down_window_s is None else c.down_window_s
+
+    def _scale_down(self, now: float, need: int, current: int) -> tuple[int, str]:
+        c, window = self.config, self.down_window_s
         if need >= current:
             self._down.clear()
             return current, f"hold at {current} (within dead band)"
         if not self._down:
             self._down_since = now  # a new below-target streak starts
         self._down.append((now, need))
-        while self._down and self._down[0][0] < now - c.down_window_s:
+        while self._down and self._down[0][0] < now - window:
             self._down.popleft()
         # The streak's age, not the oldest retained sample's: after trimming, that one is
         # never a full window old unless the window is a multiple of the tick.
         held = now - self._down_since
-        if held < c.down_window_s - 1e-9:
-            return current, f"hold at {current}: {need} for {held:.0f}s of {c.down_window_s:.0f}s"
+        if held < window - 1e-9:
+            return current, f"hold at {current}: {need} for {held:.0f}s of {window:.0f}s"
         if now - self._last_down_step < c.down_step_interval_s - 1e-9:
             return current, f"hold at {current}: next down step not due"
         target = max(n for _, n in self._down)
         step = max(1, math.floor(current * c.down_step_fraction))
         self._last_down_step = now
         want = max(target, current - step)
-        return want, f"down to {want} (target {target} held {c.down_window_s:.0f}s)"
+        return want, f"down to {want} (target {target} held {window:.0f}s)"
 
     def _learn_capacity(self, obs: Observation) -> None:
         c = self.config

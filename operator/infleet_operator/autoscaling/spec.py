@@ -20,6 +20,7 @@ from infleet_operator.autoscaling.tokens import DEFAULT_TOKENS_PER_SEQUENCE, Tok
 from infleet_operator.generation import generates
 
 DEFAULT_LEAD_SECONDS = 60.0  # until the operator has measured a pod start
+HPA_SCALE_DOWN_SECONDS = 300  # hpa's down window when the spec sets none (Kubernetes')
 # Metrics read through Prometheus are as old as its scrape interval (the chart's
 # ServiceMonitor scrapes every 15 s); scraping pods directly reads them at each decision.
 PROMETHEUS_SCRAPE_SECONDS = 15.0
@@ -73,7 +74,11 @@ def policy_params(
             target_per_replica=target,
             sync_period_s=float(spec.interval_seconds),
             scale_up_stabilization_s=float(spec.scale_up_stabilization_seconds),
-            scale_down_stabilization_s=float(spec.scale_down_stabilization_seconds),
+            scale_down_stabilization_s=float(
+                HPA_SCALE_DOWN_SECONDS
+                if spec.scale_down_stabilization_seconds is None
+                else spec.scale_down_stabilization_seconds
+            ),
         )
     elif spec.policy == PolicyName.KPA:
         params.update(target_concurrency=target, tick_s=float(spec.interval_seconds))
@@ -84,8 +89,12 @@ def policy_params(
             lead_s=lead,
             target_utilization=p.target_utilization,
             saturation_queue_per_replica=target,
-            down_window_s=float(spec.scale_down_stabilization_seconds),
         )
+        hold = spec.scale_down_stabilization_seconds
+        if hold is None and not p.enabled:
+            hold = int(DEFAULT_LEAD_SECONDS)  # no lead to hold for
+        if hold is not None:  # else the window is one lead (predictive.py)
+            params["down_window_s"] = float(hold)
         if p.capacity_per_replica is not None:
             params["capacity_per_replica"] = p.capacity_per_replica
         elif tokens:
