@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from infleet_operator.api import AutoscalingSpec
+from infleet_operator.autoscaling.hpa import HpaPolicy
 from infleet_operator.autoscaling.observations import Decision
 from infleet_operator.autoscaling.plan import plan_replicas
 from infleet_operator.autoscaling.predictive import PredictivePolicy
@@ -117,8 +118,9 @@ def test_scale_down_hold_is_the_specs_else_each_policys_own() -> None:
     """Unset: hpa holds Kubernetes' 300 s, predictive one lead (no parameter: the policy
     follows each new measured lead); set: both hold what the spec says."""
     unset = {"enabled": True, "minReplicas": 1, "maxReplicas": 5}
-    hpa = policy_params(AutoscalingSpec.model_validate({**unset, "policy": "hpa"}), 30.0)[1]
-    assert hpa["scale_down_stabilization_s"] == 300.0
+    hpa = Autoscaler.for_spec(AutoscalingSpec.model_validate({**unset, "policy": "hpa"}), 30.0)
+    assert isinstance(hpa.loop.policy, HpaPolicy)
+    assert hpa.loop.policy.config.scale_down_stabilization_s == 300.0
     pred = AutoscalingSpec.model_validate({**unset, "policy": "predictive"})
     assert "down_window_s" not in policy_params(pred, 30.0)[1]
     scaler = Autoscaler.for_spec(pred, 30.0)

@@ -20,7 +20,6 @@ from infleet_operator.autoscaling.tokens import DEFAULT_TOKENS_PER_SEQUENCE, Tok
 from infleet_operator.generation import generates
 
 DEFAULT_LEAD_SECONDS = 60.0  # until the operator has measured a pod start
-HPA_SCALE_DOWN_SECONDS = 300  # hpa's down window when the spec sets none (Kubernetes')
 # Metrics read through Prometheus are as old as its scrape interval (the chart's
 # ServiceMonitor scrapes every 15 s); scraping pods directly reads them at each decision.
 PROMETHEUS_SCRAPE_SECONDS = 15.0
@@ -74,12 +73,9 @@ def policy_params(
             target_per_replica=target,
             sync_period_s=float(spec.interval_seconds),
             scale_up_stabilization_s=float(spec.scale_up_stabilization_seconds),
-            scale_down_stabilization_s=float(
-                HPA_SCALE_DOWN_SECONDS
-                if spec.scale_down_stabilization_seconds is None
-                else spec.scale_down_stabilization_seconds
-            ),
         )
+        if spec.scale_down_stabilization_seconds is not None:  # else hpa.py's, Kubernetes' 300 s
+            params["scale_down_stabilization_s"] = float(spec.scale_down_stabilization_seconds)
     elif spec.policy == PolicyName.KPA:
         params.update(target_concurrency=target, tick_s=float(spec.interval_seconds))
     else:
