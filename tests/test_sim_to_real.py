@@ -18,6 +18,7 @@ from fleet.sim_to_real import (
 )
 from fleet.traffic import ramp_schedule
 from infleet_operator.simulator.profile import Profile
+from infleet_operator.simulator.traces import poisson_arrivals
 
 SPEC = {
     "model": {"name": "synthetic", "source": "builtin://synthetic"},
@@ -93,15 +94,10 @@ def test_start_delays_run_from_each_decision_to_the_pod_taking_traffic() -> None
 
 
 def _sends(ramp: list[tuple[float, float]], seed: int) -> list[float]:
-    """Poisson send times on a piecewise-linear rate (thinning)."""
-    rng = np.random.default_rng(seed)
-    rate, end = ramp_schedule(ramp), ramp[-1][0]
-    peak = max(r for _, r in ramp)
-    t, out = 0.0, []
-    while (t := t + rng.exponential(1 / peak)) < end:
-        if rng.random() < rate(t) / peak:
-            out.append(t)
-    return out
+    """Poisson send times on the ramp, as the simulator draws its own traces."""
+    rate = ramp_schedule(ramp)
+    per_second = np.array([rate(s + 0.5) for s in range(int(ramp[-1][0]))])
+    return poisson_arrivals(per_second, np.random.default_rng(seed)).tolist()
 
 
 def _worst_gap_with_a_slower_live_replica(ramp: list[tuple[float, float]]) -> float:

@@ -87,10 +87,10 @@ def policy_params(
             saturation_queue_per_replica=target,
         )
         hold = spec.scale_down_stabilization_seconds
-        if hold is None and not p.enabled:
-            hold = int(DEFAULT_LEAD_SECONDS)  # no lead to hold for
-        if hold is not None:  # else the window is one lead (predictive.py)
+        if hold is not None:
             params["down_window_s"] = float(hold)
+        elif not p.enabled:  # no lead to hold for; else the window is one lead (predictive.py)
+            params["down_window_s"] = DEFAULT_LEAD_SECONDS
         if p.capacity_per_replica is not None:
             params["capacity_per_replica"] = p.capacity_per_replica
         elif tokens:
